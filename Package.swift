@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+// EdgeFinetune: personalize int4-quantized GGUF language models on the device,
+// with forward passes only.
+//
+// The target list reads like the architecture; each module depends only on
+// those above it:
+//   GGUF        the file format: reader (mmap, bounds-checked) and writer
+//   Quant       block formats (Q4_0, Q4_1, Q8_0, F16, BF16, F32) and kernels
+//   Model       tokenizer, LLaMA forward pass, sampling
+//   ZerothOrder perturbations, estimators, trainable sets, optimizers, training loop, memory planner
+//   PluginHost  loads optimizer plugins through the C ABI (COptimizerABI)
+//   edge-finetune (EdgeFinetuneCLI) the command line, the only place that parses flags or exits
+import PackageDescription
+
+/// Release builds of numeric code: no bounds checks in the kernels' inner loops
+/// (every index there is derived from sizes validated at the edges).
+let kernelSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "EdgeFinetune",
+    products: [
+        .executable(name: "edge-finetune", targets: ["EdgeFinetuneCLI"]),
+        .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model", "ZerothOrder", "PluginHost"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, each through a one-header shim.
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4",
+                       providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CFFI", pkgConfig: "libffi",
+                       providers: [.apt(["libffi-dev"])]),
+
+        .target(name: "GGUF", swiftSettings: kernelSettings),
+        .target(name: "Quant", dependencies: ["GGUF", "COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "Model", dependencies: ["GGUF", "Quant", "COpenBLAS"], swiftSettings: kernelSettings),
+
+        .executableTarget(
+            name: "EdgeFinetuneCLI",
+            dependencies: [
+                "GGUF", "Quant", "Model",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: kernelSettings),
+
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant"]),
+        .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model"]),
+    ]
+)
