@@ -22,7 +22,7 @@ let package = Package(
     name: "EdgeFinetune",
     products: [
         .executable(name: "edge-finetune", targets: ["EdgeFinetuneCLI"]),
-        .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model", "ZerothOrder", "PluginHost"]),
+        .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -48,8 +48,10 @@ let package = Package(
             ],
             swiftSettings: kernelSettings),
 
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
-        .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant"]),
-        .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model"]),
+        // Tests: one target per module, plus the helpers they share.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
     ]
 )

@@ -1,0 +1,3 @@
+// Model: tokenizer, LLaMA forward pass, sampling.
+import GGUF
+import Quant

@@ -1,0 +1,2 @@
+// Quant: GGUF block formats and the kernels that compute with them.
+import GGUF

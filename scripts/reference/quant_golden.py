@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Golden data for GGML block (de)quantization: F32, F16, BF16, Q4_0, Q4_1, Q8_0.
+
+Produces Tests/Golden/quant/:
+  <TYPE>.input.f32    raw little-endian float32 input, ROWS x COLS, row-major
+  <TYPE>.quant.bin    raw bytes returned by gguf.quants.quantize(input, TYPE)
+                      (ggml block layout, rows back to back)
+  <TYPE>.dequant.f32  raw little-endian float32 from gguf.quants.dequantize(quant, TYPE)
+  manifest.json       rows, cols, file names, sha256 of each file, the gguf-py
+                      version and a description of every 32-value block.
+
+Independent reference: gguf-py (the `gguf` package from the llama.cpp project);
+its quantize_blocks/dequantize_blocks for these types reproduce ggml's reference
+C code (quantize_row_q4_0_ref etc.) bit for bit.  Nothing in this script comes
+from the Swift code.
+
+Input: ROWS=12 rows of COLS=96 values (3 blocks of 32 per row, 36 blocks).  The
+first 12 blocks are random (normal, uniform, Student-t heavy tail); the other
+24 blocks are hand-made edge cases (zeros incl. -0.0, constant blocks, largest
+|value| negative / positive, ties of |max| with both signs, values exactly on
+the rounding boundaries of Q8_0, Q4_0 and Q4_1, tiny values whose f16 scale is
+subnormal or underflows to 0, one huge outlier, F16/BF16 round-to-even ties).
+The same input is used for every type (one file per type so the test can treat
+each type on its own).  Deterministic: numpy seed 20240601.
+
+Run from the repo root:  python3 scripts/reference/quant_golden.py
+"""
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+ROWS, COLS, BLOCK = 12, 96, 32
+TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"]
+OUT_DIR = os.path.join("Tests", "Golden", "quant")
+SEED = 20240601
+
+
+def gguf_py_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("gguf")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def make_input():
+    rng = np.random.default_rng(SEED)
+    blocks = []   # list of (label, 32 float32 values)
+
+    # 12 random blocks
+    for i in range(4):
+        blocks.append(("normal(0,1)", rng.standard_normal(BLOCK)))
+    for i in range(4):
+        blocks.append(("uniform(-2,3)", rng.uniform(-2.0, 3.0, BLOCK)))
+    for i in range(4):
+        blocks.append(("student_t(df=2)*0.5", rng.standard_t(2.0, BLOCK) * 0.5))
+
+    # --- edge-case blocks (24) ---
+    z = np.zeros(BLOCK)
+    blocks.append(("all zeros", z.copy()))
+    nz = np.where(np.arange(BLOCK) % 2 == 0, -0.0, 0.0)
+    blocks.append(("zeros, even indices -0.0", nz))
+    blocks.append(("constant 0.7", np.full(BLOCK, 0.7)))
+    blocks.append(("constant -1.25", np.full(BLOCK, -1.25)))
+
+    b = rng.uniform(-1.0, 1.0, BLOCK)
+    b[7] = -3.0
+    blocks.append(("largest |x| is negative (-3.0 at index 7)", b))
+    b = rng.uniform(-1.0, 1.0, BLOCK)
+    b[20] = 2.5
+    blocks.append(("largest |x| is positive (2.5 at index 20)", b))
+    b = rng.uniform(-1.0, 1.0, BLOCK)
+    b[3] = -2.0
+    b[11] = 2.0
+    blocks.append(("|max| tie: -2.0 at index 3 before +2.0 at index 11 (first wins)", b))
+    b = rng.uniform(-1.0, 1.0, BLOCK)
+    b[3] = 2.0
+    b[11] = -2.0
+    blocks.append(("|max| tie: +2.0 at index 3 before -2.0 at index 11 (first wins)", b))
+
+    # Q8_0: d = amax/127.  amax = 127*s with s = 2^-6 gives d = s, id = 1/s exactly,
+    # so x = (k + 0.5) * s lands exactly on a .5 boundary (roundf: away from zero).
+    s = 2.0 ** -6
+    k = np.arange(-15, 16)  # 31 values
+    b = np.concatenate([[127 * s], (k + 0.5) * s])
+    blocks.append(("Q8_0 rounding boundaries: amax=127*2^-6, x=(k+0.5)*2^-6", b))
+    b = np.concatenate([[-127 * s], -(k[::-1] + 0.5) * s * 3])
+    blocks.append(("Q8_0 rounding boundaries, negative amax, x=(k+0.5)*3*2^-6", b))
+
+    # Q4_0: max (signed, largest |x|) = -8*s gives d = s, id = 1/s exactly;
+    # q = trunc(x/s + 8.5) so x = (k + 0.5) * s sits exactly on a boundary.
+    s = 2.0 ** -3
+    kk = np.arange(-8, 8)
+    b = np.concatenate([[-8 * s], (kk + 0.5) * s, kk * s + 0.0])[:BLOCK]
+    blocks.append(("Q4_0 rounding boundaries: max=-8*2^-3, x=(k+0.5)*2^-3", b))
+    b = np.concatenate([[8 * s], (kk + 0.5) * s, -(kk + 0.5) * s])[:BLOCK]
+    blocks.append(("Q4_0 boundaries with positive max (d negative)", b))
+
+    # Q4_1: min = 0, max = 15*s gives d = s; q = trunc((x-min)/s + 0.5), so
+    # x = (k + 0.5) * s is exactly on a boundary.
+    s = 2.0 ** -4
+    kq = np.arange(0, 15)
+    b = np.concatenate([[0.0, 15 * s], (kq + 0.5) * s, kq * s])[:BLOCK]
+    blocks.append(("Q4_1 rounding boundaries: min=0,max=15*2^-4, x=(k+0.5)*2^-4", b))
+    b = np.concatenate([[-1.0, -1.0 + 15 * s], -1.0 + (kq + 0.5) * s, -1.0 + kq * s])[:BLOCK]
+    blocks.append(("Q4_1 rounding boundaries, min=-1", b))
+
+    blocks.append(("tiny: normal*1e-6 (f16 scale subnormal)", rng.standard_normal(BLOCK) * 1e-6))
+    blocks.append(("tiny: normal*1e-9 (f16 scale underflows to 0)", rng.standard_normal(BLOCK) * 1e-9))
+    blocks.append(("tiny: normal*1e-30 (1/d finite in f32, f16 scale is 0)", rng.standard_normal(BLOCK) * 1e-30))
+    b = rng.standard_normal(BLOCK) * 0.1
+    b[13] = 1000.0
+    blocks.append(("one huge outlier: normal*0.1 with 1000.0 at index 13", b))
+    b = rng.standard_normal(BLOCK) * 0.1
+    b[29] = -4000.0
+    blocks.append(("one huge negative outlier: -4000.0 at index 29", b))
+
+    # F16 ties: halfway between neighbouring f16 values -> round to even
+    e16 = 2.0 ** -10
+    ties16 = []
+    for base in [1.0, 2.0, 0.5, -1.0, 1024.0]:
+        ties16 += [base * (1 + e16 / 2), base * (1 + 3 * e16 / 2), base * (1 + 5 * e16 / 2)]
+    b = np.array((ties16 + list(rng.uniform(-1, 1, BLOCK)))[:BLOCK])
+    blocks.append(("F16 round-to-nearest-even ties", b))
+    # BF16 ties: halfway between neighbouring bf16 values
+    e = 2.0 ** -7
+    ties = []
+    for base in [1.0, 3.0, -0.75, 1e-3, 256.0]:
+        ties += [base * (1 + e / 2), base * (1 + 3 * e / 2), base * (1 + 5 * e / 2)]
+    b = np.array((ties + list(rng.uniform(-1, 1, BLOCK)))[:BLOCK])
+    blocks.append(("BF16 round-to-nearest-even ties", b))
+
+    blocks.append(("alternating +-1", np.where(np.arange(BLOCK) % 2 == 0, 1.0, -1.0)))
+    blocks.append(("normal*100 (large range)", rng.standard_normal(BLOCK) * 100.0))
+    blocks.append(("all positive uniform(0.5,1.5)", rng.uniform(0.5, 1.5, BLOCK)))
+
+    assert len(blocks) == ROWS * COLS // BLOCK, len(blocks)
+    data = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in blocks]).astype(np.float32)
+    data = data.reshape(ROWS, COLS)
+    labels = [lab for lab, _ in blocks]
+    return data, labels
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def main():
+    os.makedirs(OUT_DIR, exist_ok=True)
+    data, labels = make_input()
+    assert np.all(np.isfinite(data))
+    manifest = {
+        "generator": "scripts/reference/quant_golden.py",
+        "reference": "gguf-py gguf.quants.quantize / gguf.quants.dequantize",
+        "gguf_py_version": gguf_py_version(),
+        "numpy_version": np.__version__,
+        "seed": SEED,
+        "rows": ROWS,
+        "cols": COLS,
+        "block_size": BLOCK,
+        "layout": "row-major float32 little-endian; quant.bin is the ggml block "
+                  "layout of each row, rows back to back",
+        "blocks": [{"row": i // (COLS // BLOCK), "block_in_row": i % (COLS // BLOCK),
+                    "label": lab} for i, lab in enumerate(labels)],
+        "types": {},
+    }
+    for name in TYPES:
+        qt = T[name]
+        inp = np.ascontiguousarray(data, dtype="<f4")
+        q = quants.quantize(inp, qt)
+        qbytes = np.ascontiguousarray(q).view(np.uint8).reshape(ROWS, -1)
+        if name in ("F32", "F16"):
+            # quantize() returns float arrays for these; make them little-endian bytes
+            qbytes = np.ascontiguousarray(q.astype("<f4" if name == "F32" else "<f2")).view(np.uint8).reshape(ROWS, -1)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
+        assert qbytes.shape[1] == COLS // block_size * type_size, (name, qbytes.shape)
+        deq = quants.dequantize(qbytes, qt).reshape(ROWS, COLS).astype("<f4")
+
+        files = {"input": f"{name}.input.f32", "quant": f"{name}.quant.bin",
+                 "dequant": f"{name}.dequant.f32"}
+        inp.tofile(os.path.join(OUT_DIR, files["input"]))
+        qbytes.tofile(os.path.join(OUT_DIR, files["quant"]))
+        deq.tofile(os.path.join(OUT_DIR, files["dequant"]))
+        err = np.abs(deq.astype(np.float64) - inp.astype(np.float64))
+        manifest["types"][name] = {
+            "ggml_type_id": int(qt),
+            "rows": ROWS, "cols": COLS,
+            "block_size": block_size, "type_size": type_size,
+            "bytes_per_row": int(qbytes.shape[1]),
+            "files": files,
+            "sha256": {k: sha256(os.path.join(OUT_DIR, v)) for k, v in files.items()},
+            "max_abs_error": float(err.max()),
+        }
+        print(f"{name:5s} quant bytes/row={qbytes.shape[1]:4d} max|deq-in|={err.max():.6g}")
+    with open(os.path.join(OUT_DIR, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    total = sum(os.path.getsize(os.path.join(OUT_DIR, p)) for p in os.listdir(OUT_DIR))
+    print(f"wrote {OUT_DIR} ({total} bytes)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        OUT_DIR = sys.argv[1]
+    main()
