@@ -43,8 +43,8 @@ func storeHalf(_ p: UnsafeMutableRawPointer, _ offset: Int, _ x: Float) {
 }
 
 /// Dequantizes `count` values of one row (a whole number of blocks) from `src` into `dst`.
-/// Plain scalar code: the reference every faster path is tested against.
-public func dequantizeRow(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int,
+/// Plain scalar code: the reference `dequantizeRow` is tested against.
+public func dequantizeRowGeneric(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int,
                           into dst: UnsafeMutablePointer<Float>, scales: BlockScales = .file) {
     switch type {
     case .f32:
@@ -86,7 +86,7 @@ public func dequantizeRow(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int,
             }
         }
     default:
-        preconditionFailure("dequantizeRow: \(type) is not supported; check isSupportedForCompute first")
+        preconditionFailure("dequantizeRowGeneric: \(type) is not supported; check isSupportedForCompute first")
     }
 }
 
