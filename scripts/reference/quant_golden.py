@@ -148,6 +148,54 @@ def make_input():
     return data, labels
 
 
+def ggml_c_crosscheck(data, results):
+    """Optional second opinion: ggml's own C code (libggml-base from llama-cpp-python):
+    ggml_quantize_chunk (reference quantizers, no imatrix) and the type's to_float.
+    Returns a dict for the manifest, or None when llama-cpp-python is absent."""
+    import ctypes
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+
+    class Traits(ctypes.Structure):
+        _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                    ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                    ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                    ("from_float_ref", ctypes.c_void_p)]
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(Traits)
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+    inp = np.ascontiguousarray(data, dtype="<f4")
+    out = {"library": "libggml-base from llama-cpp-python " + llama_cpp.__version__, "types": {}}
+    for name, (qbytes, deq) in results.items():
+        qt = int(T[name])
+        c_q = np.zeros(qbytes.size, dtype=np.uint8)
+        n = lib.ggml_quantize_chunk(qt, inp.ctypes.data, c_q.ctypes.data, 0, ROWS, COLS, None)
+        assert n == qbytes.size
+        ref = qbytes.reshape(-1)
+        diff = np.nonzero(c_q != ref)[0]
+        type_size = gguf.GGML_QUANT_SIZES[T[name]][1]
+        entry = {"quant_identical": diff.size == 0,
+                 "differing_bytes": [{"offset": int(i), "block": int(i // type_size),
+                                      "byte_in_block": int(i % type_size),
+                                      "gguf_py": int(ref[i]), "ggml_c": int(c_q[i])} for i in diff]}
+        tf = lib.ggml_get_type_traits(qt).contents.to_float
+        if tf:
+            c_deq = np.zeros(ROWS * COLS, dtype=np.float32)
+            to_float_t(tf)(ref.ctypes.data, c_deq.ctypes.data, ROWS * COLS)
+            entry["dequant_bitwise_identical"] = bool(np.array_equal(c_deq.view(np.uint32), deq.reshape(-1).view(np.uint32)))
+            entry["dequant_value_identical"] = bool(np.array_equal(c_deq, deq.reshape(-1)))
+        out["types"][name] = entry
+        print(f"  ggml C cross-check {name:5s}: quant identical={entry['quant_identical']} "
+              f"({diff.size} bytes differ), dequant identical={entry.get('dequant_bitwise_identical')}")
+    return out
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -172,6 +220,7 @@ def main():
                     "label": lab} for i, lab in enumerate(labels)],
         "types": {},
     }
+    results = {}
     for name in TYPES:
         qt = T[name]
         inp = np.ascontiguousarray(data, dtype="<f4")
@@ -183,6 +232,7 @@ def main():
         block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
         assert qbytes.shape[1] == COLS // block_size * type_size, (name, qbytes.shape)
         deq = quants.dequantize(qbytes, qt).reshape(ROWS, COLS).astype("<f4")
+        results[name] = (qbytes, deq)
 
         files = {"input": f"{name}.input.f32", "quant": f"{name}.quant.bin",
                  "dequant": f"{name}.dequant.f32"}
@@ -200,6 +250,15 @@ def main():
             "max_abs_error": float(err.max()),
         }
         print(f"{name:5s} quant bytes/row={qbytes.shape[1]:4d} max|deq-in|={err.max():.6g}")
+    cc = ggml_c_crosscheck(data, results)
+    if cc is not None:
+        cc["note"] = ("Expected differences are confined to block 13 (zeros, -0.0 at even indices): "
+                      "the sign of a zero f16 field. Q4_0: ggml C keeps its initial max=+0.0 (it "
+                      "replaces max only when |v| > amax), so d = +0.0/-8 = -0.0 (0x8000); gguf-py "
+                      "takes the first element, max=-0.0, so d = +0.0. Q4_1: ggml C's min is the first "
+                      "element -0.0 (0x8000); numpy's min() returned +0.0 (signed-zero order is not "
+                      "specified for numpy min). Dequantized values are zeros either way.")
+        manifest["ggml_c_crosscheck"] = cc
     with open(os.path.join(OUT_DIR, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -1,4 +1,5 @@
-// GPT-2's byte-to-unicode map; reference: llama.cpp's unicode_byte_to_utf8_map / unicode_utf8_to_byte_map (unicode.cpp).
+// GPT-2's byte-to-unicode map; reference: llama.cpp's unicode_byte_to_utf8_map and unicode_utf8_to_byte_map
+// (unicode.cpp).
 
 /// The bijection between the 256 byte values and 256 printable code points that byte-level BPE vocabularies use.
 ///

@@ -13,10 +13,15 @@ struct Merge: Sendable {
 /// Token ids stand for texts one-to-one (duplicate texts are refused), so keying by ids finds exactly what llama.cpp's
 /// text-pair map finds, without building strings in the merge loop.
 struct MergeTable: Sendable {
-    /// Pair keys, `left << 32 | right`; `emptyKey` marks a free slot: (capacity).
-    private var keys: [UInt64]
-    /// The merge stored with each key: (capacity).
-    private var merges: [Merge]
+    /// A key and its merge side by side (16 bytes), so that a probe touches one cache line.
+    private struct Slot {
+        /// `left << 32 | right`, or `emptyKey` for a free slot.
+        var key: UInt64
+        var merge: Merge
+    }
+
+    /// The table: (capacity).
+    private var slots: [Slot]
     /// Number of merges stored.
     private(set) var count = 0
     /// `capacity - 1`; the capacity is a power of two.
@@ -30,8 +35,7 @@ struct MergeTable: Sendable {
     init(expected: Int) {
         var capacity = 16
         while capacity < 2 * expected { capacity *= 2 }
-        keys = [UInt64](repeating: Self.emptyKey, count: capacity)
-        merges = [Merge](repeating: Merge(rank: 0, result: 0), count: capacity)
+        slots = [Slot](repeating: Slot(key: Self.emptyKey, merge: Merge(rank: 0, result: 0)), count: capacity)
         mask = capacity - 1
         shift = UInt64(64 - capacity.trailingZeroBitCount)
     }
@@ -41,12 +45,11 @@ struct MergeTable: Sendable {
     mutating func insert(left: Int32, right: Int32, _ merge: Merge) -> Bool {
         let key = Self.key(left, right)
         var slot = slotFor(key)
-        while keys[slot] != Self.emptyKey {
-            if keys[slot] == key { return false }
+        while slots[slot].key != Self.emptyKey {
+            if slots[slot].key == key { return false }
             slot = (slot + 1) & mask
         }
-        keys[slot] = key
-        merges[slot] = merge
+        slots[slot] = Slot(key: key, merge: merge)
         count += 1
         return true
     }
@@ -57,8 +60,8 @@ struct MergeTable: Sendable {
         let key = Self.key(left, right)
         var slot = slotFor(key)
         while true {
-            let stored = keys[slot]
-            if stored == key { return merges[slot] }
+            let stored = slots[slot].key
+            if stored == key { return slots[slot].merge }
             if stored == Self.emptyKey { return nil }
             slot = (slot + 1) & mask
         }

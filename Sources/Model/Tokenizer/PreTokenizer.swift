@@ -219,10 +219,9 @@ struct PreTokenizer: Sendable {
         if next == 0x73 || next == 0x74 || next == 0x6D || next == 0x64 { return 2 }  // s t m d
         guard position + 2 < end else { return nil }
         let nextNext = fold(scalars[position + 2])
-        if (next == 0x72 && nextNext == 0x65) || (next == 0x76 && nextNext == 0x65) || (next == 0x6C && nextNext == 0x6C) {
-            return 3  // re ve ll
-        }
-        return nil
+        let isTwoLetter = (next == 0x72 && nextNext == 0x65) || (next == 0x76 && nextNext == 0x65)
+            || (next == 0x6C && nextNext == 0x6C)
+        return isTwoLetter ? 3 : nil  // re ve ll
     }
 
     // MARK: LLaMA 3 and Qwen2

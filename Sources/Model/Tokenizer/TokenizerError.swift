@@ -22,17 +22,21 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unsupportedModel(let model) where model == "llama":
-            return "tokenizer model 'llama' (SentencePiece) is not supported yet; only byte-level BPE ('gpt2') is. Use a model with a BPE vocabulary."
+            return "tokenizer model 'llama' (SentencePiece) is not supported yet; only byte-level BPE ('gpt2') is. "
+                + "Use a model with a BPE vocabulary."
         case .unsupportedModel(let model):
             return "tokenizer model '\(model)' is not supported; only byte-level BPE ('gpt2') is."
         case .unsupportedPreTokenizer(let name, let supported):
-            return "pre-tokenizer '\(name)' is not supported; supported: \(supported.joined(separator: ", ")) (or none, for llama.cpp's 'default')."
+            return "pre-tokenizer '\(name)' is not supported; supported: \(supported.joined(separator: ", ")) "
+                + "(or none, for llama.cpp's 'default')."
         case .malformedMerge(let index, let text):
             return "merge \(index) '\(text)' is not of the form 'left right'; the GGUF tokenizer data is corrupt."
         case .mergeUnknownToken(let index, let text, let token):
-            return "merge \(index) '\(text)' refers to '\(token)', which is not in the vocabulary; the GGUF tokenizer data is inconsistent."
+            return "merge \(index) '\(text)' refers to '\(token)', which is not in the vocabulary; "
+                + "the GGUF tokenizer data is inconsistent."
         case .duplicateToken(let token, let first, let second):
-            return "token '\(token)' appears twice, as ids \(first) and \(second); llama.cpp refuses such a vocabulary too."
+            return "token '\(token)' appears twice, as ids \(first) and \(second); "
+                + "llama.cpp refuses such a vocabulary too."
         case .tokenTypeCountMismatch(let tokens, let types):
             return "\(types) token types for \(tokens) tokens; tokenizer.ggml.token_type must have one entry per token."
         case .tokenAlreadyExists(let token, let id):

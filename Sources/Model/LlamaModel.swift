@@ -1,0 +1,159 @@
+// LLaMA weights from a GGUF file; reference: llama.cpp's llm_load_tensors for LLM_ARCH_LLAMA.
+// Matrices stay in the file's block format inside the mapping; only the small norm
+// vectors are copied out as floats.
+
+import GGUF
+import Quant
+
+/// Where one weight matrix is: its tensor and shape.
+public struct MatrixTensor: Sendable {
+    public let name: String
+    public let info: GGUFTensorInfo
+    /// Output dimension (ne1).
+    public var rows: Int { info.shape[1] }
+    /// Input dimension (ne0).
+    public var cols: Int { info.shape[0] }
+}
+
+/// The tensors of one transformer block.
+public struct LayerTensors: Sendable {
+    public let attnNorm: FloatBuffer  /// (dim)
+    public let ffnNorm: FloatBuffer   /// (dim)
+    public let wq: MatrixTensor       /// (qDim, dim)
+    public let wk: MatrixTensor       /// (kvDim, dim)
+    public let wv: MatrixTensor       /// (kvDim, dim)
+    public let wo: MatrixTensor       /// (dim, qDim)
+    public let wGate: MatrixTensor    /// (ffnDim, dim)
+    public let wUp: MatrixTensor      /// (ffnDim, dim)
+    public let wDown: MatrixTensor    /// (dim, ffnDim)
+
+    public var matrices: [MatrixTensor] { [wq, wk, wv, wo, wGate, wUp, wDown] }
+}
+
+/// The weights of one block as the forward pass reads them: matrices with their data
+/// pointers (the mapping, or a streaming buffer) and scale overrides resolved.
+public struct LayerWeights {
+    public var attnNorm: UnsafePointer<Float>
+    public var ffnNorm: UnsafePointer<Float>
+    public var wq, wk, wv, wo, wGate, wUp, wDown: WeightMatrix
+}
+
+public final class LlamaModel: @unchecked Sendable {
+    public let file: GGUFFile
+    public let config: LlamaConfig
+    public let tokenizer: Tokenizer
+    /// (vocab, dim)
+    public let tokenEmbedding: MatrixTensor
+    /// (vocab, dim); the token embedding itself when the model ties them.
+    public let output: MatrixTensor
+    public let outputIsTied: Bool
+    /// (dim)
+    public let outputNorm: FloatBuffer
+    public let layers: [LayerTensors]
+
+    /// QZO's float32 master copies of block scales, by tensor name; the forward pass
+    /// dequantizes those tensors through them instead of the file's half-precision scales.
+    public var scaleOverrides: [String: BlockScales] = [:]
+
+    public convenience init(path: String) throws(ModelError) {
+        let file: GGUFFile
+        do { file = try GGUFFile(path: path) } catch { throw .file(error) }
+        try self.init(file: file)
+    }
+
+    public init(file: GGUFFile) throws(ModelError) {
+        self.file = file
+        let m = file.metadata
+        guard let arch = m.string("general.architecture") else { throw .missingKey("general.architecture") }
+        guard arch == "llama" else { throw .unsupportedArchitecture(arch) }
+
+        // Token embedding first: its shape fixes the vocabulary size.
+        guard let embd = file.tensor(named: "token_embd.weight") else { throw .missingTensor("token_embd.weight") }
+        guard embd.shape.count == 2 else {
+            throw .tensorShape(name: embd.name, expected: [-1, -1], found: embd.shape)
+        }
+        let config = try LlamaConfig(metadata: m, vocabSize: embd.shape[1])
+        self.config = config
+        do { tokenizer = try Tokenizer(vocabulary: TokenizerVocabulary(metadata: m)) } catch let e as TokenizerError {
+            throw .tokenizer(e)
+        } catch let e as ModelError {
+            throw e
+        } catch {
+            throw .unsupportedFeature("\(error)")
+        }
+        guard tokenizer.count <= config.vocabSize else {
+            throw .invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(tokenizer.count) tokens",
+                                         why: "more than the \(config.vocabSize) rows of token_embd.weight")
+        }
+
+        func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> MatrixTensor {
+            guard let t = file.tensor(named: name) else { throw .missingTensor(name) }
+            guard t.shape == [cols, rows] else { throw .tensorShape(name: name, expected: [cols, rows], found: t.shape) }
+            guard t.type.isSupportedForCompute else { throw .unsupportedTensorType(name: name, type: t.type) }
+            return MatrixTensor(name: name, info: t)
+        }
+        func vector(_ name: String, _ n: Int) throws(ModelError) -> FloatBuffer {
+            guard let t = file.tensor(named: name) else { throw .missingTensor(name) }
+            guard t.shape == [n] else { throw .tensorShape(name: name, expected: [n], found: t.shape) }
+            guard t.type.isSupportedForCompute else { throw .unsupportedTensorType(name: name, type: t.type) }
+            let out = FloatBuffer(count: n)
+            dequantizeRowGeneric(t.type, file.bytes(of: t).baseAddress!, count: n, into: out.pointer)
+            return out
+        }
+
+        let c = config
+        tokenEmbedding = try matrix("token_embd.weight", rows: c.vocabSize, cols: c.dim)
+        if file.tensor(named: "output.weight") != nil {
+            output = try matrix("output.weight", rows: c.vocabSize, cols: c.dim)
+            outputIsTied = false
+        } else {
+            output = tokenEmbedding
+            outputIsTied = true
+        }
+        outputNorm = try vector("output_norm.weight", c.dim)
+
+        var layers = [LayerTensors]()
+        for l in 0..<c.layerCount {
+            let p = "blk.\(l)."
+            for bias in ["attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias"] where file.tensor(named: p + bias) != nil {
+                throw .unsupportedFeature("tensor '\(p + bias)': attention biases are not supported")
+            }
+            layers.append(LayerTensors(
+                attnNorm: try vector(p + "attn_norm.weight", c.dim),
+                ffnNorm: try vector(p + "ffn_norm.weight", c.dim),
+                wq: try matrix(p + "attn_q.weight", rows: c.qDim, cols: c.dim),
+                wk: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.dim),
+                wv: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.dim),
+                wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim),
+                wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim),
+                wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim),
+                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim)))
+        }
+        self.layers = layers
+    }
+
+    /// A matrix as the kernels take it, reading the mapped file (or `data` when given).
+    public func weight(_ t: MatrixTensor, data: UnsafeRawPointer? = nil) -> WeightMatrix {
+        WeightMatrix(type: t.info.type, rows: t.rows, cols: t.cols,
+                     data: data ?? file.bytes(of: t.info).baseAddress!,
+                     scales: scaleOverrides[t.name] ?? .file)
+    }
+
+    /// Block `l`'s weights read from the mapped file.
+    public func layerWeights(_ l: Int) -> LayerWeights {
+        layerWeights(l) { file.bytes(of: $0.info).baseAddress! }
+    }
+
+    /// Block `l`'s weights with each matrix's bytes found by `data`.
+    public func layerWeights(_ l: Int, data: (MatrixTensor) -> UnsafeRawPointer) -> LayerWeights {
+        let t = layers[l]
+        return LayerWeights(attnNorm: t.attnNorm.pointer, ffnNorm: t.ffnNorm.pointer,
+                            wq: weight(t.wq, data: data(t.wq)), wk: weight(t.wk, data: data(t.wk)),
+                            wv: weight(t.wv, data: data(t.wv)), wo: weight(t.wo, data: data(t.wo)),
+                            wGate: weight(t.wGate, data: data(t.wGate)), wUp: weight(t.wUp, data: data(t.wUp)),
+                            wDown: weight(t.wDown, data: data(t.wDown)))
+    }
+
+    /// Bytes of every block's matrices: what streaming has to read per forward pass.
+    public var layerBytes: [Int] { layers.map { $0.matrices.reduce(0) { $0 + $1.info.byteCount } } }
+}

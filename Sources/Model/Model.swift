@@ -1,3 +1,0 @@
-// Model: tokenizer, LLaMA forward pass, sampling.
-import GGUF
-import Quant

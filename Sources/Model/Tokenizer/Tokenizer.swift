@@ -1,0 +1,488 @@
+// Byte-level BPE tokenizer; reference: llama.cpp's llama_vocab (llama-vocab.cpp): load, tokenize,
+// tokenizer_st_partition, llm_tokenizer_bpe_session and token_to_piece.
+//
+// Where this differs from llama.cpp, knowingly:
+// - Refused here, accepted there: merges whose halves or concatenation are not tokens, and merges without a space
+//   (llama.cpp keeps them as pairs that never match).
+// - lstrip/rstrip token attributes, which llama.cpp sets only by model name (phi-3, jina-v2, modern-bert), are not
+//   applied; the pre-tokenizers that imply them are not supported.
+// - Fill-in-the-middle tokens: llama.cpp makes one candidate per kind a control token, the first its hash map yields,
+//   and none when the GGUF names the id; here every candidate present is. Vocabularies hold one per kind in practice.
+// - Special tokens of equal length: llama.cpp's order among them is unspecified (std::sort); here it is by id. It
+//   matters only if two such tokens overlap in the text.
+// - decode joins token pieces as llama-cpp-python's detokenize does; llama_detokenize's clean-up of spaces before
+//   punctuation (off for smollm, on for gpt-2, starcoder, llama3, default) is not applied.
+
+/// Turns text into token ids and back exactly as llama.cpp does for a byte-level BPE ("gpt2") vocabulary.
+///
+/// Encoding runs in four steps, as in llama.cpp's `llama_vocab::impl::tokenize`:
+/// 1. special tokens found literally in the text are cut out as single tokens (`partition`);
+/// 2. each remaining stretch of text is split into words by the pre-tokenizer (`PreTokenizer`);
+/// 3. each word's bytes are merged by BPE rank into tokens (`BytePairEncoder`);
+/// 4. BOS and EOS are added when asked and the vocabulary says so.
+public final class Tokenizer: Sendable {
+    /// The data this tokenizer was built from.
+    public let vocabulary: TokenizerVocabulary
+    /// Beginning-of-sequence id: the GGUF key if in range, else llama.cpp's BPE default 11 if in range, else nil.
+    public let bosID: Int32?
+    /// End-of-sequence id, resolved as `bosID` is.
+    public let eosID: Int32?
+    /// Unknown-token id, if the GGUF gives one in range.
+    public let unknownID: Int32?
+    /// Padding id, if the GGUF gives one in range.
+    public let paddingID: Int32?
+    /// Whether `encode(addSpecial: true)` prepends BOS.
+    public let addBOS: Bool
+    /// Whether `encode(addSpecial: true)` appends EOS.
+    public let addEOS: Bool
+    /// Tokens that end generation, found as llama.cpp finds them (EOS and end-of-turn texts such as `<|im_end|>`).
+    public let endOfGenerationIDs: Set<Int32>
+
+    /// Token texts by id; an empty text becomes "[EMPTY_<id>]" as in llama.cpp: (count).
+    private let texts: [String]
+    /// Token ids by exact text.
+    private let index: TokenIndex
+    /// Token types from the file: (count).
+    private let types: [TokenType]
+    /// Effective attributes, after llama.cpp's overrides by text: (count).
+    private let attributes: [TokenAttributes]
+    /// How text is split into words.
+    private let preTokenizer: PreTokenizer
+    /// BPE over one word.
+    private let encoder: BytePairEncoder
+    /// Tokens cut out of text before BPE, longest first.
+    private let specialTokens: [SpecialToken]
+    /// Every token's rendered bytes, concatenated; token i is `pieces[pieceOffsets[i]..<pieceOffsets[i + 1]]`.
+    private let pieces: [UInt8]
+    /// Where each token's bytes start in `pieces`: (count + 1).
+    private let pieceOffsets: [Int]
+
+    /// Number of tokens in the vocabulary.
+    public var count: Int { texts.count }
+
+    /// Builds the tokenizer, validating the vocabulary; fails on what llama.cpp would refuse or we do not implement.
+    public init(vocabulary: TokenizerVocabulary) throws(TokenizerError) {
+        guard vocabulary.model == "gpt2" else { throw .unsupportedModel(vocabulary.model) }
+        let preTokenizer = try PreTokenizer(named: vocabulary.pre)
+        let count = vocabulary.tokens.count
+        if let types = vocabulary.tokenTypes, types.count < count {
+            throw .tokenTypeCountMismatch(tokens: count, tokenTypes: types.count)
+        }
+
+        // texts and the reverse map; llama.cpp renames empty texts and aborts on duplicates
+        var texts = vocabulary.tokens
+        var index = TokenIndex(capacity: count)
+        for id in 0..<count {
+            if texts[id].isEmpty { texts[id] = "[EMPTY_\(id)]" }
+            if let first = index.insert(texts[id], id: Int32(id)) {
+                throw .duplicateToken(texts[id], firstID: first, secondID: Int32(id))
+            }
+        }
+
+        // special ids: llama.cpp keeps a key only if in range, else its default (11 for BPE BOS/EOS) if in range
+        let inRange: (Int32?) -> Int32? = { id in id.flatMap { $0 >= 0 && Int($0) < count ? $0 : nil } }
+        let bosID = inRange(vocabulary.bosID) ?? inRange(11)
+        let eosID = inRange(vocabulary.eosID) ?? inRange(11)
+
+        // types and attributes, with llama.cpp's overrides by text
+        let types = (0..<count).map { TokenType(rawValue: vocabulary.tokenTypes?[$0] ?? TokenType.normal.rawValue) }
+        var attributes = types.map(TokenAttributes.init)
+        let endOfGeneration = Self.applyAttributeOverrides(&attributes, index: index, eosID: eosID)
+
+        self.vocabulary = vocabulary
+        self.texts = texts
+        self.index = index
+        self.types = types
+        self.attributes = attributes
+        self.preTokenizer = preTokenizer
+        self.bosID = bosID
+        self.eosID = eosID
+        self.unknownID = inRange(vocabulary.unknownID)
+        self.paddingID = inRange(vocabulary.paddingID)
+        self.addBOS = vocabulary.addBOS
+        self.addEOS = vocabulary.addEOS
+        self.endOfGenerationIDs = endOfGeneration
+        self.encoder = try BytePairEncoder(merges: vocabulary.merges, index: index)
+        self.specialTokens = SpecialToken.cache(texts: texts, attributes: attributes)
+        (self.pieces, self.pieceOffsets) = Self.renderPieces(texts: texts, attributes: attributes)
+    }
+
+    // MARK: Vocabulary
+
+    /// The id of a token by its exact text, or nil.
+    public func id(of token: String) -> Int32? {
+        index[text: token]
+    }
+
+    /// A token's text as stored in the vocabulary (byte-mapped for normal tokens: ' ' appears as 'Ġ').
+    public func text(of id: Int32) -> String {
+        texts[checked(id)]
+    }
+
+    /// A token's type as stored in `tokenizer.ggml.token_type`.
+    public func tokenType(_ id: Int32) -> TokenType {
+        types[checked(id)]
+    }
+
+    /// A token's attributes as llama.cpp uses them, after its overrides by text (e.g. `<|endoftext|>` is control).
+    public func attributes(of id: Int32) -> TokenAttributes {
+        attributes[checked(id)]
+    }
+
+    /// Whether a token ends generation.
+    public func isEndOfGeneration(_ id: Int32) -> Bool {
+        endOfGenerationIDs.contains(id)
+    }
+
+    /// A new tokenizer with `tokens` appended as user-defined tokens (llama.cpp type 4), for textual inversion.
+    ///
+    /// User-defined tokens are cut out of any text before BPE, even without `parseSpecial`, and decode as themselves.
+    public func adding(tokens newTokens: [String]) throws(TokenizerError) -> Tokenizer {
+        var added = TokenIndex(capacity: newTokens.count)
+        for (offset, token) in newTokens.enumerated() {
+            if token.isEmpty { throw .emptyToken }
+            if let id = index[text: token] ?? added.insert(token, id: Int32(count + offset)) {
+                throw .tokenAlreadyExists(token, id: id)
+            }
+        }
+        var extended = vocabulary
+        let oldTypes = vocabulary.tokenTypes.map { Array($0.prefix(count)) }
+            ?? [Int32](repeating: TokenType.normal.rawValue, count: count)
+        extended.tokenTypes = oldTypes + [Int32](repeating: TokenType.userDefined.rawValue, count: newTokens.count)
+        extended.tokens += newTokens
+        return try Tokenizer(vocabulary: extended)
+    }
+
+    /// The index of a valid id; an id out of range is a programmer error, as in llama.cpp.
+    ///
+    /// A `fatalError`, not a `precondition`: the module builds with -Ounchecked, which drops preconditions.
+    @inline(__always)
+    private func checked(_ id: Int32) -> Int {
+        guard id >= 0 && Int(id) < texts.count else {
+            fatalError("token id \(id) is outside the vocabulary 0..<\(texts.count)")
+        }
+        return Int(id)
+    }
+
+    // MARK: Encoding
+
+    /// Token ids for `text`, with llama.cpp's `llama_tokenize(text, add_special, parse_special)` semantics.
+    ///
+    /// - `addSpecial`: prepend BOS / append EOS when the vocabulary's `addBOS` / `addEOS` say so.
+    /// - `parseSpecial`: also match control tokens such as `<|im_start|>` in the text; user-defined tokens are
+    ///   matched either way.
+    /// With `addSpecial` and `addBOS` but no BOS id, nothing is prepended (llama.cpp asserts instead); likewise EOS.
+    public func encode(_ text: String, addSpecial: Bool = false, parseSpecial: Bool = false) -> [Int32] {
+        var output: [Int32] = []
+        output.reserveCapacity(text.utf8.count / 3 + 2)
+        if addSpecial && addBOS, let bosID { output.append(bosID) }
+
+        var text = text
+        text.withUTF8 { bytes in
+            var scratch = EncodingScratch()
+            for fragment in partition(bytes, parseSpecial: parseSpecial) {
+                switch fragment {
+                case .token(let id):
+                    output.append(id)
+                case .text(let range):
+                    encodeText(UnsafeBufferPointer(rebasing: bytes[range]), scratch: &scratch, into: &output)
+                }
+            }
+        }
+
+        if addSpecial && addEOS, let eosID { output.append(eosID) }
+        return output
+    }
+
+    /// A stretch of text with no special token in it, or one special token.
+    private enum Fragment {
+        case text(Range<Int>)
+        case token(Int32)
+    }
+
+    /// Cuts special tokens out of the text, as llama.cpp's tokenizer_st_partition does.
+    ///
+    /// Tokens are taken longest first; each one is cut out of every text fragment left so far at each of its
+    /// leftmost non-overlapping occurrences. Without `parseSpecial` only user-defined tokens are cut.
+    private func partition(_ bytes: UnsafeBufferPointer<UInt8>, parseSpecial: Bool) -> [Fragment] {
+        var fragments: [Fragment] = bytes.isEmpty ? [] : [.text(0..<bytes.count)]
+        var next: [Fragment] = []
+        for special in specialTokens where parseSpecial || special.matchesWithoutParseSpecial {
+            next.removeAll(keepingCapacity: true)
+            for fragment in fragments {
+                guard case .text(let range) = fragment else {
+                    next.append(fragment)
+                    continue
+                }
+                var start = range.lowerBound
+                while let match = special.firstMatch(in: bytes, from: start, to: range.upperBound) {
+                    if match > start { next.append(.text(start..<match)) }
+                    next.append(.token(special.id))
+                    start = match + special.bytes.count
+                }
+                if start < range.upperBound { next.append(.text(start..<range.upperBound)) }
+            }
+            swap(&fragments, &next)
+        }
+        return fragments
+    }
+
+    /// Buffers for one `encode` call, reused across fragments and words.
+    private struct EncodingScratch {
+        var text = ScalarText()
+        var ends: [Int] = []
+        var spareEnds: [Int] = []
+        var bpe = BPEScratch()
+        var encodedWord: [UInt8] = []
+    }
+
+    /// Pre-tokenizes one fragment of plain text and encodes each word.
+    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, scratch: inout EncodingScratch,
+                            into output: inout [Int32]) {
+        scratch.text.load(bytes)
+        preTokenizer.split(scratch.text, ends: &scratch.ends, scratch: &scratch.spareEnds)
+        var start = 0
+        for end in scratch.ends {
+            let byteRange = scratch.text.byteOffsets[start]..<scratch.text.byteOffsets[end]
+            encodeWord(UnsafeBufferPointer(rebasing: bytes[byteRange]), scratch: &scratch, into: &output)
+            start = end
+        }
+    }
+
+    /// Encodes one word: whole if the pre-tokenizer ignores merges and the word is a token, else by BPE.
+    @inline(__always)
+    private func encodeWord(_ word: UnsafeBufferPointer<UInt8>, scratch: inout EncodingScratch,
+                            into output: inout [Int32]) {
+        if preTokenizer.ignoresMerges {
+            scratch.encodedWord.removeAll(keepingCapacity: true)
+            for byte in word { ByteLevel.appendEncoded(byte, to: &scratch.encodedWord) }
+            if let id = index[bytes: scratch.encodedWord] {
+                output.append(id)
+                return
+            }
+        }
+        encoder.encode(word, scratch: &scratch.bpe, into: &output)
+    }
+
+    // MARK: Decoding
+
+    /// The text of `ids`: their bytes joined, then decoded as UTF-8 (invalid sequences become U+FFFD).
+    ///
+    /// By default control and unknown tokens render as nothing, as llama.cpp's `token_to_piece(special: false)`
+    /// and llama-cpp-python's `detokenize` do; `renderSpecial` renders them as their text.
+    public func decode(_ ids: [Int32], renderSpecial: Bool = false) -> String {
+        String(decoding: decodeBytes(ids, renderSpecial: renderSpecial), as: UTF8.self)
+    }
+
+    /// The bytes of `ids`, joined.
+    public func decodeBytes(_ ids: [Int32], renderSpecial: Bool = false) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids { appendPiece(id, renderSpecial: renderSpecial, to: &bytes) }
+        return bytes
+    }
+
+    /// The raw bytes of one token (llama.cpp's `token_to_piece`); may be part of a UTF-8 sequence.
+    public func pieceBytes(_ id: Int32, renderSpecial: Bool = false) -> [UInt8] {
+        var bytes: [UInt8] = []
+        appendPiece(id, renderSpecial: renderSpecial, to: &bytes)
+        return bytes
+    }
+
+    /// Appends one token's bytes.
+    @inline(__always)
+    func appendPiece(_ id: Int32, renderSpecial: Bool, to bytes: inout [UInt8]) {
+        let index = checked(id)
+        if !renderSpecial && !attributes[index].isDisjoint(with: [.control, .unknown]) { return }
+        bytes.append(contentsOf: pieces[pieceOffsets[index]..<pieceOffsets[index + 1]])
+    }
+}
+
+// MARK: - Building
+
+extension Tokenizer {
+    /// Texts llama.cpp treats as end of generation, and so as control tokens (`special_eog_ids`).
+    static let endOfGenerationTexts = [
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+        "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+        "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    ]
+
+    /// Fill-in-the-middle prefix, suffix and middle texts, which llama.cpp detects and makes control tokens.
+    static let fillInTheMiddleTexts = [
+        "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>",
+        "<|prefix|>",
+        "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>",
+        "<|suffix|>",
+        "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>",
+        "<|middle|>",
+    ]
+
+    /// Fill-in-the-middle pad, repository and file-separator texts: control tokens that also end generation.
+    static let fillInTheMiddleEndTexts = [
+        "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+        "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+        "<|file_sep|>",
+    ]
+
+    /// Applies llama.cpp's attribute overrides by token text (llama_vocab::impl::load); returns the end-of-generation
+    /// ids: those found by text, and EOS.
+    ///
+    /// End-of-turn and fill-in-the-middle texts become control tokens; gpt-oss's `<|channel|>`, `<|message|>`,
+    /// `<|start|>`, `<|constrain|>` become user-defined; `<|end|>` stops ending generation (user-defined) when
+    /// `<|return|>` and `<|call|>` (or `<|calls|>` and `<|flush|>`) exist; `</s>` is normal beside
+    /// `<|tool_response>` or `<|plamo:eos|>`.
+    static func applyAttributeOverrides(_ attributes: inout [TokenAttributes], index: TokenIndex,
+                                        eosID: Int32?) -> Set<Int32> {
+        var endOfGeneration = Set<Int32>()
+        for text in fillInTheMiddleTexts {
+            if let id = index[text: text] { attributes[Int(id)].insert(.control) }
+        }
+        for text in fillInTheMiddleEndTexts + endOfGenerationTexts {
+            if let id = index[text: text] {
+                attributes[Int(id)].insert(.control)
+                endOfGeneration.insert(id)
+            }
+        }
+        for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+            if let id = index[text: text] { attributes[Int(id)] = .userDefined }
+        }
+        if let eosID { endOfGeneration.insert(eosID) }
+
+        let ends: (String) -> Bool = { text in index[text: text].map { endOfGeneration.contains($0) } ?? false }
+        if let end = index[text: "<|end|>"], ends("<|end|>"),
+           (ends("<|return|>") && ends("<|call|>")) || (ends("<|calls|>") && ends("<|flush|>")) {
+            endOfGeneration.remove(end)
+            attributes[Int(end)] = .userDefined
+        }
+        if let close = index[text: "</s>"], ends("</s>"), ends("<|tool_response>") || ends("<|plamo:eos|>") {
+            endOfGeneration.remove(close)
+            attributes[Int(close)] = .normal
+        }
+        return endOfGeneration
+    }
+
+    /// Every token's bytes as llama.cpp's token_to_piece(special: true) renders them for a BPE vocabulary.
+    ///
+    /// Control, unknown and user-defined tokens render as their text; normal tokens map each character back to its
+    /// byte (a character outside GPT-2's byte map renders as "[UNK_BYTE_0x<hex><text>]", llama_decode_text's marker);
+    /// byte tokens `<0xXX>` render as that byte; anything else (unused, undefined) renders as nothing.
+    static func renderPieces(texts: [String], attributes: [TokenAttributes]) -> (pieces: [UInt8], offsets: [Int]) {
+        var pieces: [UInt8] = []
+        var offsets: [Int] = [0]
+        offsets.reserveCapacity(texts.count + 1)
+        for (text, attribute) in zip(texts, attributes) {
+            if !attribute.isDisjoint(with: [.control, .unknown, .userDefined]) {
+                pieces.append(contentsOf: text.utf8)
+            } else if attribute.contains(.normal) {
+                for scalar in text.unicodeScalars {
+                    if let byte = ByteLevel.byte(for: scalar.value) {
+                        pieces.append(byte)
+                    } else {
+                        let hex = String(scalar).utf8.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+                        pieces.append(contentsOf: "[UNK_BYTE_0x\(hex)\(text)]".utf8)
+                    }
+                }
+            } else if attribute.contains(.byte) {
+                pieces.append(byteTokenValue(text))
+            }
+            offsets.append(pieces.count)
+        }
+        return (pieces, offsets)
+    }
+
+    /// The byte of a `<0xXX>` token: up to two hex digits at offset 3, as llama.cpp's strtol reads them (else 0).
+    static func byteTokenValue(_ text: String) -> UInt8 {
+        var value: UInt8 = 0
+        for byte in text.utf8.dropFirst(3).prefix(2) {
+            guard let digit = hexDigit(byte) else { break }
+            value = value << 4 | digit
+        }
+        return value
+    }
+
+    private static func hexDigit(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 0x30...0x39: return byte - 0x30
+        case 0x41...0x46: return byte - 0x41 + 10
+        case 0x61...0x66: return byte - 0x61 + 10
+        default: return nil
+        }
+    }
+}
+
+extension BytePairEncoder {
+    /// Parses `tokenizer.ggml.merges` into a table keyed by token ids, with the byte tables.
+    ///
+    /// A merge is split at its first space after the first byte, as llama.cpp's loader does; both halves and their
+    /// concatenation must be tokens (llama.cpp does not check, but Hugging Face tokenizers, where the files come from,
+    /// require it). A repeated pair keeps its first, lowest rank.
+    init(merges: [String], index: TokenIndex) throws(TokenizerError) {
+        var table = MergeTable(expected: merges.count)
+        for (rank, merge) in merges.enumerated() {
+            let utf8 = Array(merge.utf8)
+            guard let space = utf8.dropFirst().firstIndex(of: 0x20) else {
+                throw .malformedMerge(index: rank, text: merge)
+            }
+            let left = Array(utf8[..<space])
+            let right = Array(utf8[(space + 1)...])
+            let unknown: ([UInt8]) -> TokenizerError = { bytes in
+                .mergeUnknownToken(index: rank, text: merge, token: String(decoding: bytes, as: UTF8.self))
+            }
+            guard let leftID = index[bytes: left] else { throw unknown(left) }
+            guard let rightID = index[bytes: right] else { throw unknown(right) }
+            guard let resultID = index[bytes: left + right] else { throw unknown(left + right) }
+            table.insert(left: leftID, right: rightID, Merge(rank: Int32(rank), result: resultID))
+        }
+
+        var byteTokenIDs = [Int32](repeating: -1, count: 256)
+        var fallbackTokenIDs = [Int32](repeating: -1, count: 256)
+        for byte in 0..<256 {
+            let scalar = ByteLevel.scalarForByte[byte]
+            byteTokenIDs[byte] = index[text: String(Unicode.Scalar(scalar)!)] ?? -1
+            if scalar < 0x80 {
+                fallbackTokenIDs[byte] = index[bytes: [UInt8(scalar)]] ?? -1
+            }
+        }
+        self.init(merges: table, byteTokenIDs: byteTokenIDs, fallbackTokenIDs: fallbackTokenIDs)
+    }
+}
+
+/// A token cut out of text before BPE: control, user-defined or unknown (llama.cpp's cache_special_tokens).
+struct SpecialToken: Sendable {
+    let id: Int32
+    /// The token's text as UTF-8.
+    let bytes: [UInt8]
+    /// Whether it is cut out even without parseSpecial: user-defined and neither control nor unknown.
+    let matchesWithoutParseSpecial: Bool
+
+    /// The special tokens of a vocabulary, longest text first (equal lengths by id).
+    static func cache(texts: [String], attributes: [TokenAttributes]) -> [SpecialToken] {
+        var tokens: [SpecialToken] = []
+        for (id, attribute) in attributes.enumerated()
+        where !attribute.isDisjoint(with: [.control, .userDefined, .unknown]) {
+            tokens.append(SpecialToken(
+                id: Int32(id),
+                bytes: Array(texts[id].utf8),
+                matchesWithoutParseSpecial: attribute.isDisjoint(with: [.control, .unknown])))
+        }
+        return tokens.sorted { ($0.bytes.count, -$0.id) > ($1.bytes.count, -$1.id) }
+    }
+
+    /// Offset of the first occurrence of the token in `bytes[from..<to]`, or nil.
+    func firstMatch(in bytes: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> Int? {
+        let length = self.bytes.count
+        guard length > 0, to - from >= length else { return nil }
+        let first = self.bytes[0]
+        var position = from
+        while position <= to - length {
+            if bytes[position] == first {
+                var k = 1
+                while k < length && bytes[position + k] == self.bytes[k] { k += 1 }
+                if k == length { return position }
+            }
+            position += 1
+        }
+        return nil
+    }
+}
