@@ -60,6 +60,7 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each
     // thread writes a disjoint range), which Swift 6's Sendable checking cannot express.

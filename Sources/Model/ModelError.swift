@@ -16,6 +16,8 @@ public enum ModelError: Error, CustomStringConvertible {
     case tokenOutOfRange(token: Int32, vocabularySize: Int)
     case contextOverflow(tokens: Int, contextLength: Int)
     case emptyInput(String)
+    /// A problem with a data file, at `line` (1-based) when it concerns one line.
+    case data(path: String, line: Int?, message: String)
 
     public var description: String {
         switch self {
@@ -35,6 +37,8 @@ public enum ModelError: Error, CustomStringConvertible {
         case .contextOverflow(let n, let ctx):
             return "\(n) tokens do not fit in the context of \(ctx); shorten the input"
         case .emptyInput(let what): return what
+        case .data(let path, let line, let message):
+            return "\(path)\(line.map { ":\($0)" } ?? ""): \(message)"
         }
     }
 }

@@ -3,7 +3,9 @@
 // matrix is never held whole (for a training batch it would be 100 MB).
 
 import COpenBLAS
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Quant
 
 /// Reusable buffers of the tiled output head.

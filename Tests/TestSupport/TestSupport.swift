@@ -37,3 +37,83 @@ public func makeTemporaryDirectory(_ name: String = "test") -> String {
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
+
+public enum Products {
+    /// The directory of the built products (where the test bundle itself runs from).
+    public static let directory: String = {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+    }()
+
+    /// The edge-finetune executable built with the tests.
+    public static let cli = directory + "/edge-finetune"
+}
+
+/// What a finished subprocess printed and how it ended.
+public struct ProcessResult {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    /// Peak resident set of the child (bytes), from wait4's rusage.
+    public var peakRSS: Int
+}
+
+/// Runs `executable` with `arguments` (posix_spawn, so that wait4 reports the child's
+/// own peak RSS), collects its output and waits for it.
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+    var outPipe: [Int32] = [0, 0]
+    var errPipe: [Int32] = [0, 0]
+    guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw POSIXError(.EMFILE) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    posix_spawn_file_actions_addclose(&actions, outPipe[0])
+    posix_spawn_file_actions_addclose(&actions, errPipe[0])
+    let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0)=\($1)" }
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    let envp = env.map { strdup($0) } + [nil]
+    defer {
+        argv.forEach { free($0) }
+        envp.forEach { free($0) }
+    }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+    close(outPipe[1])
+    close(errPipe[1])
+    guard spawned == 0 else {
+        close(outPipe[0])
+        close(errPipe[0])
+        throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .ENOENT)
+    }
+    // Drain both pipes until the child closes them.
+    var out = [UInt8]()
+    var err = [UInt8]()
+    var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+    var open = 2
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while open > 0 {
+        _ = poll(&fds, 2, -1)
+        for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+            let n = read(fds[i].fd, &buffer, buffer.count)
+            if n > 0 {
+                if i == 0 { out += buffer[0..<n] } else { err += buffer[0..<n] }
+            } else {
+                close(fds[i].fd)
+                fds[i].fd = -1
+                open -= 1
+            }
+        }
+    }
+    var status: Int32 = 0
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return ProcessResult(status: exitStatus, stdout: String(decoding: out, as: UTF8.self),
+                         stderr: String(decoding: err, as: UTF8.self), peakRSS: usage.ru_maxrss * 1024)
+}
+
+/// Runs the CLI.
+public func runCLI(_ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+    try runProcess(Products.cli, arguments, environment: environment)
+}

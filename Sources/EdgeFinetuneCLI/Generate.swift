@@ -1,0 +1,70 @@
+// `edge-finetune generate`: continue a prompt, streaming the text as it is produced.
+
+import ArgumentParser
+import Foundation
+import Model
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt, streaming it as it is produced.")
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "The prompt.")
+    var prompt: String
+
+    @Option(name: .long, help: "Most tokens to generate (default: 128).")
+    var maxTokens = 128
+
+    @Option(name: .long, help: "Sampling temperature; 0 is greedy (default: 0.7).")
+    var temperature: Float = 0.7
+
+    @Option(name: .long, help: "Sample among the k most likely tokens; 0 for all (default: 40).")
+    var topK = 40
+
+    @Option(name: .long, help: "Sample among the most likely tokens whose probabilities sum to p (default: 0.95).")
+    var topP: Float = 0.95
+
+    @Option(name: .long, help: "Seed of the sampler; the same seed gives the same text (default: 0).")
+    var seed: UInt64 = 0
+
+    @Flag(name: .long, help: "Wrap the prompt in the model's chat format (ChatML for SmolLM2).")
+    var chat = false
+
+    @Option(name: .long, help: "System message for --chat (default: the template's own).")
+    var system: String?
+
+    func validate() throws {
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more (got \(temperature))") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be 0 or more (got \(topK))") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
+        if system != nil && !chat { throw ValidationError("--system needs --chat") }
+    }
+
+    func run() throws {
+        model.applyThreads()
+        let m = try LlamaModel(path: model.model)
+        var text = prompt
+        if chat {
+            text = try ChatTemplate(template: m.file.metadata.string("tokenizer.chat_template")).prompt(user: prompt, system: system)
+        }
+        let ids = m.tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
+        guard ids.count + maxTokens <= m.config.contextLength else {
+            throw ModelError.contextOverflow(tokens: ids.count + maxTokens, contextLength: m.config.contextLength)
+        }
+        let generator = Generator(model: m, contextLength: ids.count + maxTokens, promptCapacity: min(ids.count, 512))
+        var decoder = StreamingDecoder(tokenizer: m.tokenizer)
+        let out = FileHandle.standardOutput
+        let start = Date()
+        let produced = try generator.generate(
+            prompt: ids, maxTokens: maxTokens,
+            sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
+        ) { token in
+            out.write(Data(decoder.append(token).utf8))
+            return true
+        }
+        out.write(Data((decoder.finish() + "\n").utf8))
+        let seconds = Date().timeIntervalSince(start)
+        warn("[\(ids.count) prompt tokens, \(produced.count) generated in \(String(format: "%.2f", seconds)) s]")
+    }
+}

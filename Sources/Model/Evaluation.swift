@@ -1,0 +1,78 @@
+// Mean next-token negative log-likelihood over a set of examples, packed into passes
+// of up to `capacity` tokens.
+
+import Quant
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct EvaluationResult: Sendable, Equatable {
+    /// Scored positions.
+    public var tokens: Int
+    /// Sum of their negative log-likelihoods (nats).
+    public var totalNLL: Double
+
+    public init(tokens: Int = 0, totalNLL: Double = 0) {
+        self.tokens = tokens
+        self.totalNLL = totalNLL
+    }
+
+    /// Mean NLL per scored token (nats).
+    public var nll: Double { tokens > 0 ? totalNLL / Double(tokens) : .nan }
+    public var perplexity: Double { exp(nll) }
+}
+
+/// Evaluates examples with reusable buffers.
+public final class Evaluator {
+    public let model: LlamaModel
+    public let state: RunState
+    public let output: OutputScratch
+
+    /// `capacity`: tokens per pass (at least the longest example).
+    public init(model: LlamaModel, capacity: Int, contextLength: Int) {
+        self.model = model
+        state = RunState(config: model.config, capacity: capacity, contextLength: contextLength)
+        output = OutputScratch(dim: model.config.dim, capacity: min(capacity, 256))
+    }
+
+    /// Per-example (scored tokens, NLL sum), in input order.
+    public func perExample(_ examples: [Example], extra: ExtraTokens? = nil, variant: Int = 0) throws(ModelError) -> [EvaluationResult] {
+        var results = [EvaluationResult]()
+        var i = 0
+        while i < examples.count {
+            // Pack whole examples into one pass.
+            var group = [Example]()
+            var tokens = 0
+            while i < examples.count, tokens + examples[i].tokens.count <= state.capacity {
+                tokens += examples[i].tokens.count
+                group.append(examples[i])
+                i += 1
+            }
+            guard !group.isEmpty else {
+                throw .contextOverflow(tokens: examples[i].tokens.count, contextLength: state.capacity)
+            }
+            let batch = Batch(sequences: group.map(\.tokens), variants: Array(repeating: variant, count: group.count))
+            try model.validate(batch, state, extra: extra)
+            model.forward(batch, state, extra: extra)
+            let targets = group.flatMap(\.targets)
+            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output)
+            for span in batch.spans {
+                var r = EvaluationResult()
+                for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
+                    r.tokens += 1
+                    r.totalNLL += Double(nll[t])
+                }
+                results.append(r)
+            }
+        }
+        return results
+    }
+
+    /// Totals over all examples.
+    public func evaluate(_ examples: [Example], extra: ExtraTokens? = nil, variant: Int = 0) throws(ModelError) -> EvaluationResult {
+        try perExample(examples, extra: extra, variant: variant).reduce(into: EvaluationResult()) {
+            $0.tokens += $1.tokens
+            $0.totalNLL += $1.totalNLL
+        }
+    }
+}
