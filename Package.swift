@@ -29,7 +29,7 @@ let package = Package(
     name: "EdgeFinetune",
     products: [
         .executable(name: "edge-finetune", targets: ["EdgeFinetuneCLI"]),
-        .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model"]),
+        .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model", "ZerothOrder"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,11 +46,13 @@ let package = Package(
         .target(name: "GGUF", swiftSettings: kernelSettings),
         .target(name: "Quant", dependencies: ["GGUF", "COpenBLAS"], swiftSettings: kernelSettings),
         .target(name: "Model", dependencies: ["GGUF", "Quant", "COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "ZerothOrder", dependencies: ["GGUF", "Quant", "Model", "COpenBLAS", "CLZ4"],
+                swiftSettings: kernelSettings),
 
         .executableTarget(
             name: "EdgeFinetuneCLI",
             dependencies: [
-                "GGUF", "Quant", "Model",
+                "GGUF", "Quant", "Model", "ZerothOrder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -60,6 +62,7 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
+        .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each

@@ -1,0 +1,173 @@
+// What an optimizer sees of a training run: groups of trainable float32 values, and per
+// step the directional derivatives along regenerable perturbations (or a dense estimate
+// when the engine has transformed it). The built-in ZO-SGD lives here; optimizer
+// plugins are adapted to the same protocol by PluginHost.
+
+/// A contiguous array of trainable values (the fp32 master copy), updated in place.
+public struct ParameterGroup {
+    public var name: String
+    public var values: UnsafeMutablePointer<Float>
+    public var count: Int
+
+    public init(name: String, values: UnsafeMutablePointer<Float>, count: Int) {
+        self.name = name
+        self.values = values
+        self.count = count
+    }
+}
+
+/// One perturbation direction of a step and what the losses said about it.
+public struct Direction: Equatable, Sendable {
+    /// Regenerates z for every group: `Perturbation` with (seed, group index, index).
+    public var seed: UInt64
+    /// The directional derivative estimate d (after clipping, when the run clips).
+    public var derivative: Float
+    /// Loss at θ + ε·s⊙z.
+    public var lossPlus: Float
+    /// Loss at θ − ε·s⊙z; NaN for the one-sided estimator.
+    public var lossMinus: Float
+
+    public init(seed: UInt64, derivative: Float, lossPlus: Float, lossMinus: Float) {
+        self.seed = seed
+        self.derivative = derivative
+        self.lossPlus = lossPlus
+        self.lossMinus = lossMinus
+    }
+}
+
+/// Everything an optimizer step gets.
+///
+/// The gradient estimate is g = (1/n) Σⱼ dⱼ · s ⊙ zⱼ over the n directions, where s is the
+/// optimizer's own perturbation scale (1 unless it provides one). When `dense` is set the
+/// engine has already formed (and transformed) g: use it instead of the directions.
+public struct StepContext {
+    /// 1-based step number.
+    public var step: Int
+    public var learningRate: Float
+    public var epsilon: Float
+    public var directions: [Direction]
+    /// Loss at θ itself, when the optimizer asked for it (`needsUnperturbedLoss`).
+    public var unperturbedLoss: Float?
+    /// Per group: the dense gradient estimate, when the engine formed it.
+    public var dense: [UnsafePointer<Float>]?
+
+    public init(step: Int, learningRate: Float, epsilon: Float, directions: [Direction],
+                unperturbedLoss: Float? = nil, dense: [UnsafePointer<Float>]? = nil) {
+        self.step = step
+        self.learningRate = learningRate
+        self.epsilon = epsilon
+        self.directions = directions
+        self.unperturbedLoss = unperturbedLoss
+        self.dense = dense
+    }
+}
+
+public struct OptimizerError: Error, Equatable, CustomStringConvertible {
+    /// The optimizer (or plugin) that failed.
+    public var optimizer: String
+    public var message: String
+
+    public init(optimizer: String, message: String) {
+        self.optimizer = optimizer
+        self.message = message
+    }
+
+    public var description: String { "optimizer \(optimizer): \(message)" }
+}
+
+/// A zeroth-order optimizer: updates the groups in place from a step's estimate.
+public protocol Optimizer: AnyObject {
+    var name: String { get }
+    /// Whether the step needs the loss at θ itself (one more forward pass), as HiZOO does.
+    var needsUnperturbedLoss: Bool { get }
+    /// Per-value scale s of the perturbation for `group` (HiZOO's Σ^−½), or nil for 1.
+    /// Valid until the next `step`.
+    func perturbationScale(group: Int) -> UnsafePointer<Float>?
+    /// Updates `groups` in place. On error the values must be unchanged.
+    func step(_ context: StepContext, _ groups: [ParameterGroup]) throws(OptimizerError)
+    /// Bytes of optimizer state (moments, Hessian estimates), for the memory planner.
+    var stateByteCount: Int { get }
+    /// The state, for checkpoints.
+    func saveState() throws(OptimizerError) -> [UInt8]
+    /// Restores a state saved by the same optimizer with the same groups and options.
+    func loadState(_ bytes: [UInt8]) throws(OptimizerError)
+}
+
+/// ZO-SGD (MeZO): θ ← θ − η (g + λθ), optionally with momentum on g.
+public final class ZOSGD: Optimizer {
+    public let name = "zo-sgd"
+    public let needsUnperturbedLoss = false
+    public let momentum: Float
+    public let weightDecay: Float
+    private var velocity: [[Float]]
+
+    public init(groupSizes: [Int], momentum: Float = 0, weightDecay: Float = 0) {
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        velocity = momentum > 0 ? groupSizes.map { [Float](repeating: 0, count: $0) } : []
+    }
+
+    public func perturbationScale(group: Int) -> UnsafePointer<Float>? { nil }
+
+    public var stateByteCount: Int { velocity.reduce(0) { $0 + 4 * $1.count } }
+
+    public func step(_ c: StepContext, _ groups: [ParameterGroup]) throws(OptimizerError) {
+        try checkFinite(c, name: name)
+        for (g, group) in groups.enumerated() {
+            let n = group.count
+            var estimate = [Float](repeating: 0, count: n)
+            gradientEstimate(c, group: g, count: n, into: &estimate)
+            let v = group.values
+            if momentum > 0 {
+                for i in 0..<n {
+                    velocity[g][i] = momentum * velocity[g][i] + estimate[i]
+                    v[i] -= c.learningRate * (velocity[g][i] + weightDecay * v[i])
+                }
+            } else {
+                for i in 0..<n { v[i] -= c.learningRate * (estimate[i] + weightDecay * v[i]) }
+            }
+        }
+    }
+
+    public func saveState() throws(OptimizerError) -> [UInt8] {
+        velocity.flatMap { $0 }.withUnsafeBytes { Array($0) }
+    }
+
+    public func loadState(_ bytes: [UInt8]) throws(OptimizerError) {
+        guard bytes.count == stateByteCount else {
+            throw OptimizerError(optimizer: name, message: "saved state has \(bytes.count) bytes, expected \(stateByteCount)")
+        }
+        var offset = 0
+        for g in velocity.indices {
+            let n = velocity[g].count
+            velocity[g] = bytes.withUnsafeBytes { raw in
+                (0..<n).map { raw.loadUnaligned(fromByteOffset: offset + 4 * $0, as: Float.self) }
+            }
+            offset += 4 * n
+        }
+    }
+}
+
+/// Refuses a step whose inputs are not finite, before anything is written.
+func checkFinite(_ c: StepContext, name: String) throws(OptimizerError) {
+    for d in c.directions where !d.derivative.isFinite {
+        throw OptimizerError(optimizer: name, message: "the directional derivative is \(d.derivative) at step \(c.step); parameters left unchanged")
+    }
+    guard c.learningRate.isFinite, c.epsilon.isFinite else {
+        throw OptimizerError(optimizer: name, message: "learning rate \(c.learningRate) or epsilon \(c.epsilon) is not finite")
+    }
+}
+
+/// g for one group: the dense estimate when given, else (1/n) Σⱼ dⱼ zⱼ regenerated from the seeds.
+public func gradientEstimate(_ c: StepContext, group: Int, count: Int, scale: UnsafePointer<Float>? = nil,
+                             into out: UnsafeMutablePointer<Float>) {
+    if let dense = c.dense {
+        out.update(from: dense[group], count: count)
+        return
+    }
+    out.initialize(repeating: 0, count: count)
+    let n = Float(max(1, c.directions.count))
+    for d in c.directions {
+        Perturbation.addScaled(alpha: d.derivative / n, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale)
+    }
+}
