@@ -3,6 +3,9 @@
 
 import ArgumentParser
 import Quant
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct EdgeFinetune: ParsableCommand {
@@ -10,7 +13,22 @@ struct EdgeFinetune: ParsableCommand {
         commandName: "edge-finetune",
         abstract: "Personalize int4-quantized GGUF language models on the device, with forward passes only.",
         version: "0.1.0",
-        subcommands: [Inspect.self, Tokenize.self, Generate.self, Eval.self])
+        subcommands: [Inspect.self, Tokenize.self, Generate.self, Eval.self, Train.self])
+
+    static func main() {
+        useFastBLASKernels()
+        Self.main(nil)
+    }
+
+    /// When OpenBLAS fell back to kernels older than the CPU supports, runs this program
+    /// again with OPENBLAS_CORETYPE set (it only takes effect before OpenBLAS loads).
+    private static func useFastBLASKernels() {
+        guard getenv("OPENBLAS_CORETYPE") == nil, let core = BLASCore.recommendedOverride else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", arguments)
+        // execv returned: carry on with the slower kernels.
+    }
 }
 
 /// Options every command that loads a model shares.

@@ -35,6 +35,13 @@ public final class Evaluator {
         output = OutputScratch(dim: model.config.dim, capacity: min(capacity, 256))
     }
 
+    /// Evaluates with buffers shared with other work (e.g. a training objective's).
+    public init(model: LlamaModel, state: RunState, output: OutputScratch) {
+        self.model = model
+        self.state = state
+        self.output = output
+    }
+
     /// Per-example (scored tokens, NLL sum), in input order.
     public func perExample(_ examples: [Example], extra: ExtraTokens? = nil, variant: Int = 0) throws(ModelError) -> [EvaluationResult] {
         var results = [EvaluationResult]()

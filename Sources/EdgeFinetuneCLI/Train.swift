@@ -1,0 +1,226 @@
+// `edge-finetune train`: personalize a model with forward passes only.
+
+import ArgumentParser
+import Foundation
+import Model
+import Quant
+import ZerothOrder
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Personalize a model with forward passes only (zeroth-order optimization).",
+        discussion: """
+            Methods: textual-inversion (learn the embedding of new tokens; the model stays frozen).
+            The data is JSONL as for `eval`; training text uses the new token literally.
+            """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "Training data (JSONL).")
+    var data: String
+
+    @Option(name: .long, help: "Held-out data (JSONL) evaluated during training.")
+    var evalData: String?
+
+    @Option(name: .long, help: "Fraction of the training data held out for evaluation when --eval-data is not given (default: 0).")
+    var evalFraction: Double = 0
+
+    @Option(name: .long, help: "What to train: textual-inversion.")
+    var method: String = "textual-inversion"
+
+    @Option(name: .long, parsing: .singleValue, help: "A new token to learn (repeatable), e.g. \" <x>\".")
+    var newToken: [String] = []
+
+    @Option(name: .long, help: "Text of one existing token whose embedding the new tokens start from (default: \" the\").")
+    var initToken: String = " the"
+
+    @Option(name: .long, help: "Training steps (default: 1000).")
+    var steps = 1000
+
+    @Option(name: .long, help: "Examples per step (default: 8).")
+    var batch = 8
+
+    @Option(name: .long, help: "Learning rate (default: 3e-3).")
+    var lr: Float = 3e-3
+
+    @Option(name: .long, help: "Perturbation size ε (default: 1e-3).")
+    var eps: Float = 1e-3
+
+    @Option(name: .long, help: "Perturbation directions per step, q (default: 1).")
+    var directions = 1
+
+    @Option(name: .long, help: "Estimator: two-sided (SPSA, 2q forward passes) or one-sided (q + 1) (default: two-sided).")
+    var estimator: String = "two-sided"
+
+    @Option(name: .long, help: "Subspace gradient for textual inversion: off, project (ZOODiP: project the estimate), perturb (perturb inside the kept subspace) (default: off).")
+    var subspace: String = "off"
+
+    @Option(name: .long, help: "Subspace refresh period and history length τ in steps (default: 128).")
+    var subspacePeriod = 128
+
+    @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
+    var subspaceThreshold: Double = 1e-3
+
+    @Option(name: .long, help: "Seed of data order and perturbations (default: 0).")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Evaluate held-out NLL every K steps (default: 50).")
+    var evalEvery = 50
+
+    @Option(name: .long, help: "Longest example in tokens (default: 128).")
+    var maxLength = 128
+
+    @Option(name: .long, help: "Where to write the learned adapter (GGUF) (default: adapter.gguf).")
+    var out: String = "adapter.gguf"
+
+    @Option(name: .long, help: "Write one JSON object per step to this file.")
+    var logJson: String?
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
+        guard directions >= 1 else { throw ValidationError("--directions must be at least 1 (got \(directions))") }
+        guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be a positive number (got \(lr))") }
+        guard eps.isFinite, eps > 0 else { throw ValidationError("--eps must be a positive number (got \(eps))") }
+        guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
+        guard EstimatorKind(rawValue: estimator) != nil else {
+            throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")
+        }
+        guard subspace == "off" || SubspaceGradient.Mode(rawValue: subspace) != nil else {
+            throw ValidationError("--subspace must be off, project or perturb (got \(subspace))")
+        }
+        guard method == "textual-inversion" else {
+            throw ValidationError("--method must be textual-inversion (got \(method))")
+        }
+        if method == "textual-inversion" && newToken.isEmpty {
+            throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
+        }
+        if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
+    }
+
+    func run() throws {
+        model.applyThreads()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let m = try LlamaModel(path: model.model)
+        let length = min(maxLength, m.config.contextLength)
+
+        var settings = TrainingSettings()
+        settings.steps = steps
+        settings.batchSize = batch
+        settings.microBatchSize = batch
+        settings.learningRate = lr
+        settings.epsilon = eps
+        settings.directions = directions
+        settings.estimator = EstimatorKind(rawValue: estimator)!
+        settings.seed = seed
+        settings.evalEvery = evalEvery
+
+        let optimizer = ZOSGD(groupSizes: newToken.map { _ in m.config.dim })
+        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
+
+        // Data, tokenized with the new tokens.
+        let tokenizer = try m.tokenizer.adding(tokens: newToken)
+        var train = try Dataset.load(path: data, tokenizer: tokenizer, maxLength: length)
+        var held: [Example] = []
+        if let evalData {
+            held = try Dataset.load(path: evalData, tokenizer: tokenizer, maxLength: length)
+        } else if evalFraction > 0 {
+            var rng = SeededGenerator(seed: seed ^ 0xE7A1)
+            train.shuffle(using: &rng)
+            let n = max(1, Int(Double(train.count) * evalFraction))
+            held = Array(train.prefix(n))
+            train.removeFirst(n)
+        }
+        // Buffers sized for the largest micro-batch the data can form.
+        let longest = train.map(\.tokens.count).sorted(by: >)
+        let microBatchTokens = max(longest.prefix(batch).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
+        let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken,
+                                      microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+        let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
+        if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
+            throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
+        }
+
+        let evaluator = held.isEmpty ? nil : ti.evaluator
+        var evaluate: (() throws(TrainingError) -> Double)?
+        if let evaluator {
+            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
+            evaluate = { () throws(TrainingError) -> Double in
+                try heldOutNLL(evaluator, held, extra)
+            }
+        }
+        let subspaceGradient = SubspaceGradient.Mode(rawValue: subspace).map {
+            SubspaceGradient(groups: newToken.count, dim: m.config.dim, mode: $0, period: subspacePeriod, threshold: subspaceThreshold)
+        }
+        let trainer = try Trainer(objective: ti, optimizer: optimizer, settings: settings, train: train,
+                                  subspace: subspaceGradient, evaluate: evaluate)
+
+        let initialEval = try evaluate?()
+        warn("training \(newToken.count) new token(s) on \(train.count) examples (\(held.count) held out), \(steps) steps of \(batch), \(points) forward points per step")
+        if let initialEval { warn("held-out NLL before training: \(fixed(initialEval))") }
+
+        let log = try logJson.map { try JSONLog(path: $0) }
+        var progress = ProgressDisplay(total: steps)
+        var records = [StepRecord]()
+        var lastEval = initialEval
+        while !trainer.isFinished {
+            let record: StepRecord
+            do {
+                record = try trainer.runStep()
+            } catch {
+                // Keep what was learned up to the last good step.
+                if case .nonFiniteLoss = error { try? writeAdapter(ti, m, settings) }
+                throw error
+            }
+            records.append(record)
+            if let e = record.evalLoss { lastEval = e }
+            try log?.write(record, lr: lr)
+            progress.update(record, lastEval: lastEval)
+        }
+        progress.finish()
+
+        try writeAdapter(ti, m, settings)
+        let seconds = (clock.now - started).seconds
+        let curve = out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg"
+        try LossCurve(records: records, initialEval: initialEval).write(to: curve)
+        var summary = [["adapter", out], ["loss curve", curve], ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(steps) / seconds)],
+                       ["peak RSS", megabytes(peakRSS())]]
+        if let initialEval, let lastEval {
+            summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
+        }
+        if let first = records.first, let last = records.last {
+            summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step 1 → \(last.step))"], at: 0)
+        }
+        print(table(summary))
+    }
+
+    private func writeAdapter(_ ti: TextualInversion, _ m: LlamaModel, _ settings: TrainingSettings) throws {
+        let identity = Adapter.identity(of: m)
+        var adapter = Adapter(method: ["textual-inversion"], baseName: identity.name, baseSHA256: identity.sha256)
+        adapter.newTokens = newToken
+        adapter.embeddings = ti.values.array
+        adapter.training = jsonText([
+            "method": method, "steps": steps, "batch": batch, "lr": Double(lr), "eps": Double(eps), "seed": Int(seed),
+            "directions": directions, "estimator": estimator, "subspace": subspace, "init_token": initToken,
+            "data": data, "optimizer": "zo-sgd",
+        ])
+        try adapter.write(to: out, dim: m.config.dim)
+    }
+}
+
+/// Held-out NLL with the current new-token rows.
+func heldOutNLL(_ e: Evaluator, _ held: [Example], _ extra: ExtraTokens) throws(TrainingError) -> Double {
+    do { return try e.evaluate(held, extra: extra).nll } catch { throw .model(error) }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
+
+/// Peak resident set of this process.
+func peakRSS() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_maxrss * 1024
+}

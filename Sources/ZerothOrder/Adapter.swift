@@ -1,0 +1,103 @@
+// Adapters: what a training run learned, as a small GGUF file that names the base model
+// it belongs to (its name and the SHA-256 of its tensor data) and is refused by any other.
+//
+// Keys (besides general.*):
+//   edge_finetune.adapter.method           "textual-inversion", "qzo", or both joined by ","
+//   edge_finetune.base_model.name          general.name of the base model
+//   edge_finetune.base_model.sha256        SHA-256 of the base model's tensor data
+//   edge_finetune.textual_inversion.tokens the new tokens' texts, in id order
+//   edge_finetune.training                 the run's settings, as JSON text
+// Tensors:
+//   textual_inversion.embedding            F32 (dim, tokens): one row per new token
+//   <tensor>.qzo_d / <tensor>.qzo_m        F32 (blocks): tuned block scales of <tensor>
+
+import GGUF
+import Model
+import Quant
+
+public struct Adapter {
+    public var method: [String]
+    public var baseName: String
+    public var baseSHA256: String
+    /// Textual inversion: the new tokens and their rows ((count, dim) row-major).
+    public var newTokens: [String] = []
+    public var embeddings: [Float] = []
+    /// QZO: tuned block scales by tensor name.
+    public var scales: [String: [Float]] = [:]
+    public var offsets: [String: [Float]] = [:]
+    public var training: String = ""
+
+    public init(method: [String], baseName: String, baseSHA256: String) {
+        self.method = method
+        self.baseName = baseName
+        self.baseSHA256 = baseSHA256
+    }
+
+    /// The identity of a base model: its name and the digest of its tensor data.
+    public static func identity(of model: LlamaModel) -> (name: String, sha256: String) {
+        (model.file.metadata.string("general.name") ?? "", model.file.tensorDataSHA256())
+    }
+
+    public func write(to path: String, dim: Int) throws(TrainingError) {
+        var w = GGUFWriter()
+        w.metadata["general.architecture"] = .string("llama")
+        w.metadata["general.type"] = .string("adapter")
+        w.metadata["general.name"] = .string("\(baseName) adapter")
+        w.metadata["edge_finetune.adapter.method"] = .string(method.joined(separator: ","))
+        w.metadata["edge_finetune.base_model.name"] = .string(baseName)
+        w.metadata["edge_finetune.base_model.sha256"] = .string(baseSHA256)
+        if !newTokens.isEmpty {
+            w.metadata["edge_finetune.textual_inversion.tokens"] = .array(.string(newTokens))
+            w.addTensor(name: "textual_inversion.embedding", shape: [dim, newTokens.count], floats: embeddings)
+        }
+        for name in scales.keys.sorted() {
+            w.addTensor(name: name + ".qzo_d", shape: [scales[name]!.count], floats: scales[name]!)
+            if let m = offsets[name] { w.addTensor(name: name + ".qzo_m", shape: [m.count], floats: m) }
+        }
+        if !training.isEmpty { w.metadata["edge_finetune.training"] = .string(training) }
+        do { try w.write(to: path) } catch { throw .adapter(path: path, message: error.description) }
+    }
+
+    /// Reads an adapter and checks it belongs to `model`.
+    public static func read(path: String, for model: LlamaModel) throws(TrainingError) -> Adapter {
+        let file: GGUFFile
+        do { file = try GGUFFile(path: path) } catch { throw .adapter(path: path, message: error.description) }
+        let m = file.metadata
+        guard let method = m.string("edge_finetune.adapter.method"), let sha = m.string("edge_finetune.base_model.sha256") else {
+            throw .adapter(path: path, message: "not an EdgeFinetune adapter (no edge_finetune.adapter.method / base_model.sha256 keys)")
+        }
+        let baseName = m.string("edge_finetune.base_model.name") ?? ""
+        let mine = identity(of: model)
+        guard sha == mine.sha256 else {
+            throw .adapter(path: path, message: "this adapter was trained on the model '\(baseName)' (tensor SHA-256 \(sha.prefix(16))…), not on '\(mine.name)' (\(mine.sha256.prefix(16))…); use it with the model it was trained on")
+        }
+        var adapter = Adapter(method: method.split(separator: ",").map(String.init), baseName: baseName, baseSHA256: sha)
+        adapter.training = m.string("edge_finetune.training") ?? ""
+        let dim = model.config.dim
+        func floats(_ t: GGUFTensorInfo) throws(TrainingError) -> [Float] {
+            guard t.type == .f32 else { throw .adapter(path: path, message: "tensor '\(t.name)' must be F32, it is \(t.type)") }
+            let bytes = file.bytes(of: t)
+            return (0..<t.elementCount).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        }
+        if let tokens = m.strings("edge_finetune.textual_inversion.tokens") {
+            guard let t = file.tensor(named: "textual_inversion.embedding"), t.shape == [dim, tokens.count] else {
+                throw .adapter(path: path, message: "textual_inversion.embedding is missing or not of shape [\(dim), \(tokens.count)]")
+            }
+            adapter.newTokens = tokens
+            adapter.embeddings = try floats(t)
+        }
+        for t in file.tensors where t.name.hasSuffix(".qzo_d") || t.name.hasSuffix(".qzo_m") {
+            let base = String(t.name.dropLast(6))
+            guard let target = model.file.tensor(named: base), target.type.hasBlockScales else {
+                throw .adapter(path: path, message: "tensor '\(t.name)' names '\(base)', which the model has not as a Q4_0/Q4_1/Q8_0 tensor")
+            }
+            let blocks = target.elementCount / 32
+            let values = try floats(t)
+            guard values.count == blocks else {
+                throw .adapter(path: path, message: "tensor '\(t.name)' has \(values.count) scales; '\(base)' has \(blocks) blocks")
+            }
+            if t.name.hasSuffix(".qzo_d") { adapter.scales[base] = values } else { adapter.offsets[base] = values }
+        }
+        return adapter
+    }
+}

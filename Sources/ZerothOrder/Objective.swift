@@ -1,0 +1,111 @@
+// The pieces a zeroth-order step is made of: a set of trainable values, and an
+// objective that measures the loss at perturbed points θ + sign·ε·s⊙T(z(seed)).
+
+import Model
+
+/// The trainable values of a method, as groups of float32 master copies.
+public protocol TrainableSet: AnyObject {
+    var groups: [ParameterGroup] { get }
+    /// Brings values back into their valid range after an update (e.g. QZO keeps each
+    /// scale's sign and a magnitude floor). Returns how many values it changed.
+    @discardableResult func constrain() -> Int
+}
+
+/// One point at which a step measures the loss: θ + sign · ε · s ⊙ T(z(seed)), or θ
+/// itself when `seed` is nil.
+public struct PerturbedPoint: Equatable, Sendable {
+    public var seed: UInt64?
+    public var sign: Float
+
+    public init(seed: UInt64?, sign: Float) {
+        self.seed = seed
+        self.sign = sign
+    }
+
+    public static let unperturbed = PerturbedPoint(seed: nil, sign: 0)
+}
+
+/// A sum of per-token negative log-likelihoods: summed over micro-batches, then divided,
+/// so the loss does not depend on how a batch was split.
+public struct LossSum: Equatable, Sendable {
+    public var tokens: Int
+    public var total: Double
+
+    public init(tokens: Int = 0, total: Double = 0) {
+        self.tokens = tokens
+        self.total = total
+    }
+
+    public var mean: Double { tokens > 0 ? total / Double(tokens) : .nan }
+
+    public static func + (a: LossSum, b: LossSum) -> LossSum {
+        LossSum(tokens: a.tokens + b.tokens, total: a.total + b.total)
+    }
+}
+
+/// How a perturbation is shaped before it is applied: the optimizer's per-value scale s
+/// (HiZOO), then an optional transform T of z (e.g. projection onto a subspace).
+public struct PerturbationShape {
+    /// Per group, s (nil: 1).
+    public var scales: [UnsafePointer<Float>?]
+    /// Applied to z of one group in place before scaling, when set.
+    public var transform: ((_ group: Int, _ z: UnsafeMutablePointer<Float>, _ count: Int) -> Void)?
+
+    public init(scales: [UnsafePointer<Float>?], transform: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
+        self.scales = scales
+        self.transform = transform
+    }
+
+    /// values += alpha · s ⊙ T(z(seed, group)).
+    public func apply(alpha: Float, seed: UInt64, group: Int, to values: UnsafeMutablePointer<Float>, count: Int) {
+        if let transform {
+            var z = [Float](repeating: 0, count: count)
+            z.withUnsafeMutableBufferPointer { zp in
+                Perturbation.fill(seed: seed, group: UInt32(group), start: 0, count: count, into: zp.baseAddress!)
+                transform(group, zp.baseAddress!, count)
+                let s = scales.indices.contains(group) ? scales[group] : nil
+                for i in 0..<count { values[i] += alpha * (s?[i] ?? 1) * zp[i] }
+            }
+        } else {
+            Perturbation.addScaled(alpha: alpha, seed: seed, group: UInt32(group), to: values, count: count,
+                                   scale: scales.indices.contains(group) ? scales[group] : nil)
+        }
+    }
+}
+
+/// Measures the training loss at perturbed points of its trainable set.
+public protocol Objective: AnyObject {
+    var parameters: TrainableSet { get }
+    /// Loss sums over `examples` at each point, in order. θ is unchanged afterwards
+    /// (bit for bit: implementations perturb copies, or restore exactly).
+    func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                  examples: [Example]) throws(TrainingError) -> [LossSum]
+    /// Tokens one forward pass may hold (points × examples' tokens must fit).
+    var passCapacity: Int { get }
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case model(ModelError)
+    case optimizer(OptimizerError)
+    case invalidSetting(String)
+    /// The loss became NaN or infinite at `step`; the parameters of the step before are kept.
+    case nonFiniteLoss(step: Int, loss: Double)
+    case newToken(String)
+    case adapter(path: String, message: String)
+    case checkpoint(path: String, message: String)
+    case interrupted(step: Int)
+
+    public var description: String {
+        switch self {
+        case .model(let e): return e.description
+        case .optimizer(let e): return e.description
+        case .invalidSetting(let s): return s
+        case .nonFiniteLoss(let step, let loss):
+            return "the loss became \(loss) at step \(step); training stopped and the parameters from step \(step - 1) were kept (try a smaller --lr or --eps)"
+        case .newToken(let s): return s
+        case .adapter(let path, let message): return "\(path): \(message)"
+        case .checkpoint(let path, let message): return "\(path): \(message)"
+        case .interrupted(let step): return "interrupted at step \(step)"
+        }
+    }
+}

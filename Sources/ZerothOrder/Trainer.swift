@@ -1,0 +1,251 @@
+// The training loop: each step draws a batch, measures the loss at perturbed points,
+// turns the losses into directional derivatives (two-sided SPSA or the one-sided
+// n-direction estimator), lets the optimizer update θ, and keeps θ valid.
+//
+// Everything a step does is a function of (run seed, step number): the batch (epochs of
+// seeded shuffles), the direction seeds, and so the result. Same seed, same data, same
+// flags: the same parameters, bit for bit — and a resumed run continues exactly.
+
+import Model
+import Quant
+
+public enum EstimatorKind: String, Sendable, CaseIterable {
+    /// d = (L(θ+εz) − L(θ−εz)) / 2ε per direction.
+    case twoSided = "two-sided"
+    /// d = (L(θ+εz) − L(θ)) / ε per direction, one shared L(θ).
+    case oneSided = "one-sided"
+}
+
+public struct TrainingSettings: Sendable {
+    public var steps = 1000
+    /// Examples per step.
+    public var batchSize = 8
+    /// Examples per forward pass group (the loss is summed over micro-batches).
+    public var microBatchSize = 8
+    public var learningRate: Float = 3e-3
+    public var epsilon: Float = 1e-3
+    /// Perturbation directions per step (q).
+    public var directions = 1
+    public var estimator = EstimatorKind.twoSided
+    /// Directional-derivative clipping bound C (QZO's DDC); nil: no clipping.
+    public var clip: Float?
+    public var seed: UInt64 = 0
+    /// Evaluate on held-out data every this many steps (0: only at the start and end).
+    public var evalEvery = 50
+
+    public init() {}
+
+    /// Points per step: the perturbed points the loss is measured at.
+    public func pointCount(needsUnperturbed: Bool) -> Int {
+        switch estimator {
+        case .twoSided: 2 * directions + (needsUnperturbed ? 1 : 0)
+        case .oneSided: directions + 1
+        }
+    }
+}
+
+/// What one step did.
+public struct StepRecord: Sendable {
+    public var step: Int
+    /// Mean of the losses at the step's points (≈ L(θ) on the batch).
+    public var loss: Double
+    public var derivatives: [Float]
+    /// Held-out NLL after this step, when evaluated.
+    public var evalLoss: Double?
+    public var seconds: Double
+}
+
+public final class Trainer {
+    public let objective: Objective
+    public let optimizer: Optimizer
+    public let settings: TrainingSettings
+    public let train: [Example]
+    public let subspace: SubspaceGradient?
+    /// Held-out NLL at the current parameters.
+    public let evaluate: (() throws(TrainingError) -> Double)?
+    /// The next step to run (1-based).
+    public private(set) var step = 1
+
+    public init(objective: Objective, optimizer: Optimizer, settings: TrainingSettings, train: [Example],
+                subspace: SubspaceGradient? = nil, evaluate: (() throws(TrainingError) -> Double)? = nil) throws(TrainingError) {
+        guard !train.isEmpty else { throw .invalidSetting("no training examples") }
+        guard settings.steps >= 0, settings.batchSize >= 1, settings.microBatchSize >= 1, settings.directions >= 1 else {
+            throw .invalidSetting("steps, batch size, micro-batch size and directions must be positive")
+        }
+        guard settings.epsilon > 0, settings.epsilon.isFinite, settings.learningRate.isFinite else {
+            throw .invalidSetting("epsilon must be positive and the learning rate finite")
+        }
+        self.objective = objective
+        self.optimizer = optimizer
+        self.settings = settings
+        self.train = train
+        self.subspace = subspace
+        self.evaluate = evaluate
+    }
+
+    /// Resumes at `step` (the state of θ, optimizer and subspace must already be restored).
+    public func resume(at step: Int) { self.step = step }
+
+    public var isFinished: Bool { step > settings.steps }
+
+    // MARK: - Data order
+
+    /// Indices of the examples of step `s`: a stream of epochs, each a seeded shuffle.
+    public func batchIndices(step s: Int) -> [Int] {
+        let n = train.count
+        let first = (s - 1) * settings.batchSize
+        var out = [Int]()
+        var epochCache: (Int, [Int])?
+        for position in first..<(first + settings.batchSize) {
+            let epoch = position / n
+            if epochCache?.0 != epoch {
+                var order = Array(0..<n)
+                var rng = SeededGenerator(seed: settings.seed ^ (UInt64(epoch) &* 0xD6E8_FEB8_6659_FD93) ^ 0x5EED)
+                for i in stride(from: n - 1, to: 0, by: -1) {
+                    order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
+                }
+                epochCache = (epoch, order)
+            }
+            out.append(epochCache!.1[position % n])
+        }
+        return out
+    }
+
+    // MARK: - One step
+
+    /// Runs the next step. On a non-finite loss or update, θ is left as it was before the step.
+    @discardableResult
+    public func runStep() throws(TrainingError) -> StepRecord {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let s = step
+        let groups = objective.parameters.groups
+        let q = settings.directions
+        let seeds = (0..<q).map { Perturbation.directionSeed(runSeed: settings.seed, step: s, direction: $0) }
+
+        // The perturbation's shape: the optimizer's scale, and the subspace when perturbing inside it.
+        var shape = PerturbationShape(scales: groups.indices.map { optimizer.perturbationScale(group: $0) })
+        if let subspace, subspace.mode == .perturbInside, subspace.isActive {
+            shape.transform = { g, z, n in subspace.project(group: g, z, count: n) }
+        }
+
+        // Points and their losses, summed over micro-batches.
+        var points = [PerturbedPoint]()
+        switch settings.estimator {
+        case .twoSided:
+            for seed in seeds { points += [PerturbedPoint(seed: seed, sign: 1), PerturbedPoint(seed: seed, sign: -1)] }
+            if optimizer.needsUnperturbedLoss { points.append(.unperturbed) }
+        case .oneSided:
+            points.append(.unperturbed)
+            for seed in seeds { points.append(PerturbedPoint(seed: seed, sign: 1)) }
+        }
+        let batch = batchIndices(step: s).map { train[$0] }
+        var sums = [LossSum](repeating: LossSum(), count: points.count)
+        var begin = 0
+        while begin < batch.count {
+            let micro = Array(batch[begin..<min(batch.count, begin + settings.microBatchSize)])
+            let part = try objective.lossSums(at: points, epsilon: settings.epsilon, shape: shape, examples: micro)
+            for i in sums.indices { sums[i] = sums[i] + part[i] }
+            begin += settings.microBatchSize
+        }
+        let losses = sums.map(\.mean)
+        let meanLoss = losses.reduce(0, +) / Double(losses.count)
+        guard losses.allSatisfy({ $0.isFinite }) else {
+            throw .nonFiniteLoss(step: s, loss: losses.first { !$0.isFinite } ?? .nan)
+        }
+
+        // Directional derivatives, clipped when asked (QZO's DDC).
+        let eps = Double(settings.epsilon)
+        var directions = [Direction]()
+        var unperturbed: Float?
+        switch settings.estimator {
+        case .twoSided:
+            for (j, seed) in seeds.enumerated() {
+                let plus = losses[2 * j], minus = losses[2 * j + 1]
+                directions.append(Direction(seed: seed, derivative: clipped(Float((plus - minus) / (2 * eps))),
+                                            lossPlus: Float(plus), lossMinus: Float(minus)))
+            }
+            if optimizer.needsUnperturbedLoss { unperturbed = Float(losses[2 * q]) }
+        case .oneSided:
+            let zero = losses[0]
+            unperturbed = Float(zero)
+            for (j, seed) in seeds.enumerated() {
+                let plus = losses[1 + j]
+                directions.append(Direction(seed: seed, derivative: clipped(Float((plus - zero) / eps)),
+                                            lossPlus: Float(plus), lossMinus: .nan))
+            }
+        }
+
+        // A dense estimate when the engine shapes it (subspace), else seeds and derivatives.
+        var context = StepContext(step: s, learningRate: settings.learningRate, epsilon: settings.epsilon,
+                                  directions: directions, unperturbedLoss: unperturbed)
+        var denseBuffers = [[Float]]()
+        if let subspace, subspace.isActive {
+            for (g, group) in groups.enumerated() {
+                var v = [Float](repeating: 0, count: group.count)
+                for d in directions {
+                    shape.apply(alpha: d.derivative / Float(q), seed: d.seed, group: g, to: &v, count: group.count)
+                }
+                if subspace.mode == .projectEstimate { subspace.project(group: g, &v, count: group.count) }
+                denseBuffers.append(v)
+            }
+        }
+
+        // Update, keeping a copy of θ to fall back on.
+        let backup = groups.map { Array(UnsafeBufferPointer(start: $0.values, count: $0.count)) }
+        do {
+            if denseBuffers.isEmpty {
+                try optimizer.step(context, groups)
+            } else {
+                try withPointers(denseBuffers) { pointers throws(OptimizerError) in
+                    context.dense = pointers
+                    try optimizer.step(context, groups)
+                }
+            }
+        } catch {
+            restore(groups, from: backup)
+            throw .optimizer(error)
+        }
+        objective.parameters.constrain()
+        for group in groups where !(0..<group.count).allSatisfy({ group.values[$0].isFinite }) {
+            restore(groups, from: backup)
+            throw .nonFiniteLoss(step: s, loss: .nan)
+        }
+        subspace?.record(step: s, groups: groups)
+
+        var record = StepRecord(step: s, loss: meanLoss, derivatives: directions.map(\.derivative), evalLoss: nil,
+                                seconds: 0)
+        if let evaluate, settings.evalEvery > 0, s % settings.evalEvery == 0 || s == settings.steps {
+            record.evalLoss = try evaluate()
+        }
+        step += 1
+        let elapsed = clock.now - start
+        record.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return record
+    }
+
+    private func clipped(_ d: Float) -> Float {
+        guard let c = settings.clip else { return d }
+        return min(max(d, -c), c)
+    }
+
+    private func restore(_ groups: [ParameterGroup], from backup: [[Float]]) {
+        for (g, group) in groups.enumerated() {
+            backup[g].withUnsafeBufferPointer { group.values.update(from: $0.baseAddress!, count: group.count) }
+        }
+    }
+}
+
+/// Calls `body` with stable pointers to each array's storage.
+func withPointers<E: Error>(_ arrays: [[Float]], _ body: ([UnsafePointer<Float>]) throws(E) -> Void) throws(E) {
+    var pointers = [UnsafePointer<Float>]()
+    var storage = [UnsafeMutablePointer<Float>]()
+    for a in arrays {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, a.count))
+        p.initialize(from: a, count: a.count)
+        storage.append(p)
+        pointers.append(UnsafePointer(p))
+    }
+    defer { storage.forEach { $0.deallocate() } }
+    try body(pointers)
+}
