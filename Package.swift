@@ -30,6 +30,12 @@ let package = Package(
     products: [
         .executable(name: "edge-finetune", targets: ["EdgeFinetuneCLI"]),
         .library(name: "EdgeFinetune", targets: ["GGUF", "Quant", "Model", "ZerothOrder"]),
+        // Optimizer plugins, each its own shared library: lib<name>.so beside edge-finetune,
+        // found by `--optimizer <name>`.
+        .library(name: "zo-sgd", type: .dynamic, targets: ["ZOSGDPlugin"]),
+        .library(name: "zo-sgd-sign", type: .dynamic, targets: ["ZOSGDSignPlugin"]),
+        .library(name: "zo-adam", type: .dynamic, targets: ["ZOAdamPlugin"]),
+        .library(name: "hizoo", type: .dynamic, targets: ["HiZOOPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,10 +55,22 @@ let package = Package(
         .target(name: "ZerothOrder", dependencies: ["GGUF", "Quant", "Model", "COpenBLAS", "CLZ4"],
                 swiftSettings: kernelSettings),
 
+        // The optimizer plugin ABI (one C header) and the host that loads plugins through it.
+        .target(name: "COptimizerABI"),
+        .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "Quant", "ZerothOrder"]),
+        // The shipped plugins, each built against the header alone, never against the host.
+        .target(name: "ZOSGDPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGD"),
+        .target(name: "ZOSGDSignPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGDSign", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "ZOAdamPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOAdam", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "HiZOOPlugin", dependencies: ["COptimizerABI"], path: "Plugins/HiZOO", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+
         .executableTarget(
             name: "EdgeFinetuneCLI",
             dependencies: [
-                "GGUF", "Quant", "Model", "ZerothOrder",
+                "GGUF", "Quant", "Model", "ZerothOrder", "PluginHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: kernelSettings),
@@ -64,6 +82,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
         .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each
     // thread writes a disjoint range), which Swift 6's Sendable checking cannot express.
