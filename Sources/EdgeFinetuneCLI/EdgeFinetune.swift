@@ -13,7 +13,8 @@ struct EdgeFinetune: ParsableCommand {
         commandName: "edge-finetune",
         abstract: "Personalize int4-quantized GGUF language models on the device, with forward passes only.",
         version: "0.1.0",
-        subcommands: [Inspect.self, Tokenize.self, Generate.self, Eval.self, Train.self, PluginsCommand.self])
+        subcommands: [Inspect.self, Tokenize.self, Generate.self, Eval.self, Train.self, RequantizeCommand.self,
+                      ExportCommand.self, PluginsCommand.self])
 
     static func main() {
         useFastBLASKernels()

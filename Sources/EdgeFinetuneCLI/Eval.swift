@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Model
+import ZerothOrder
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,6 +20,9 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Longest example in tokens (default: 512).")
     var maxLength = 512
 
+    @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
+    var adapter: String?
+
     @Flag(name: .long, help: "Print {\"tokens\": N, \"nll\": x, \"ppl\": y}.")
     var json = false
 
@@ -29,10 +33,11 @@ struct Eval: ParsableCommand {
     func run() throws {
         model.applyThreads()
         let m = try LlamaModel(path: model.model)
+        let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
         let length = min(maxLength, m.config.contextLength)
-        let examples = try Dataset.load(path: data, tokenizer: m.tokenizer, maxLength: length)
+        let examples = try Dataset.load(path: data, tokenizer: applied?.tokenizer ?? m.tokenizer, maxLength: length)
         let evaluator = Evaluator(model: m, capacity: max(length, 256), contextLength: length)
-        let result = try evaluator.evaluate(examples)
+        let result = try evaluator.evaluate(examples, extra: applied?.extra)
         if json {
             print(jsonText(["tokens": result.tokens, "nll": result.nll, "ppl": result.perplexity]))
         } else {

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import ZerothOrder
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt, streaming it as it is produced.")
@@ -33,6 +34,9 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "System message for --chat (default: the template's own).")
     var system: String?
 
+    @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
+    var adapter: String?
+
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more (got \(temperature))") }
@@ -44,16 +48,19 @@ struct Generate: ParsableCommand {
     func run() throws {
         model.applyThreads()
         let m = try LlamaModel(path: model.model)
+        let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
+        let tokenizer = applied?.tokenizer ?? m.tokenizer
         var text = prompt
         if chat {
             text = try ChatTemplate(template: m.file.metadata.string("tokenizer.chat_template")).prompt(user: prompt, system: system)
         }
-        let ids = m.tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
+        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
         guard ids.count + maxTokens <= m.config.contextLength else {
             throw ModelError.contextOverflow(tokens: ids.count + maxTokens, contextLength: m.config.contextLength)
         }
-        let generator = Generator(model: m, contextLength: ids.count + maxTokens, promptCapacity: min(ids.count, 512))
-        var decoder = StreamingDecoder(tokenizer: m.tokenizer)
+        let generator = Generator(model: m, contextLength: ids.count + maxTokens, promptCapacity: min(ids.count, 512),
+                                  extra: applied?.extra)
+        var decoder = StreamingDecoder(tokenizer: tokenizer)
         let out = FileHandle.standardOutput
         let start = Date()
         let produced = try generator.generate(

@@ -25,7 +25,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Fraction of the training data held out for evaluation when --eval-data is not given (default: 0).")
     var evalFraction: Double = 0
 
-    @Option(name: .long, help: "What to train: textual-inversion.")
+    @Option(name: .long, help: "What to train: textual-inversion (new tokens' embeddings) or qzo (block scales of the int4 weights) (default: textual-inversion).")
     var method: String = "textual-inversion"
 
     @Option(name: .long, parsing: .singleValue, help: "A new token to learn (repeatable), e.g. \" <x>\".")
@@ -40,11 +40,20 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Examples per step (default: 8).")
     var batch = 8
 
-    @Option(name: .long, help: "Learning rate (default: 3e-3).")
-    var lr: Float = 3e-3
+    @Option(name: .long, help: "Learning rate (default: 3e-3; for QZO relative to each scale).")
+    var lr: Float?
 
-    @Option(name: .long, help: "Perturbation size ε (default: 1e-3).")
-    var eps: Float = 1e-3
+    @Option(name: .long, help: "Perturbation size ε (default: 1e-3; for QZO relative to each scale).")
+    var eps: Float?
+
+    @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained (default: blk.*).")
+    var tensors: String = "blk.*"
+
+    @Option(name: .long, help: "QZO: directional-derivative clipping bound C; 0 turns clipping off (default: 100).")
+    var ddc: Float = 100
+
+    @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
+    var trainOffsets = false
 
     @Option(name: .long, help: "Perturbation directions per step, q (default: 1).")
     var directions = 1
@@ -80,8 +89,9 @@ struct Train: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
         guard directions >= 1 else { throw ValidationError("--directions must be at least 1 (got \(directions))") }
-        guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be a positive number (got \(lr))") }
-        guard eps.isFinite, eps > 0 else { throw ValidationError("--eps must be a positive number (got \(eps))") }
+        if let lr { guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be a positive number (got \(lr))") } }
+        if let eps { guard eps.isFinite, eps > 0 else { throw ValidationError("--eps must be a positive number (got \(eps))") } }
+        guard ddc >= 0, ddc.isFinite else { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
             throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")
@@ -89,9 +99,14 @@ struct Train: ParsableCommand {
         guard subspace == "off" || SubspaceGradient.Mode(rawValue: subspace) != nil else {
             throw ValidationError("--subspace must be off, project or perturb (got \(subspace))")
         }
-        guard method == "textual-inversion" else {
-            throw ValidationError("--method must be textual-inversion (got \(method))")
+        let methods = method.split(separator: ",").map(String.init)
+        guard !methods.isEmpty, methods.allSatisfy({ $0 == "textual-inversion" || $0 == "qzo" }) else {
+            throw ValidationError("--method must be textual-inversion or qzo (got \(method))")
         }
+        guard methods.count == 1 else {
+            throw ValidationError("--method takes one method; qzo and textual-inversion cannot be combined in one run yet")
+        }
+        if method == "qzo" && !newToken.isEmpty { throw ValidationError("--new-token is for --method textual-inversion") }
         if method == "textual-inversion" && newToken.isEmpty {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
@@ -104,23 +119,24 @@ struct Train: ParsableCommand {
         let started = clock.now
         let m = try LlamaModel(path: model.model)
         let length = min(maxLength, m.config.contextLength)
+        let methods = Set(method.split(separator: ",").map(String.init))
+        let doesTI = methods.contains("textual-inversion")
+        let doesQZO = methods.contains("qzo")
 
         var settings = TrainingSettings()
         settings.steps = steps
         settings.batchSize = batch
         settings.microBatchSize = batch
-        settings.learningRate = lr
-        settings.epsilon = eps
+        settings.learningRate = lr ?? 3e-3
+        settings.epsilon = eps ?? 1e-3
         settings.directions = directions
         settings.estimator = EstimatorKind(rawValue: estimator)!
         settings.seed = seed
         settings.evalEvery = evalEvery
+        settings.clip = doesQZO ? (ddc > 0 ? ddc : nil) : nil
 
-        let optimizer = ZOSGD(groupSizes: newToken.map { _ in m.config.dim })
-        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
-
-        // Data, tokenized with the new tokens.
-        let tokenizer = try m.tokenizer.adding(tokens: newToken)
+        // Data, tokenized with any new tokens.
+        let tokenizer = doesTI ? try m.tokenizer.adding(tokens: newToken) : m.tokenizer
         var train = try Dataset.load(path: data, tokenizer: tokenizer, maxLength: length)
         var held: [Example] = []
         if let evalData {
@@ -135,32 +151,74 @@ struct Train: ParsableCommand {
         // Buffers sized for the largest micro-batch the data can form.
         let longest = train.map(\.tokens.count).sorted(by: >)
         let microBatchTokens = max(longest.prefix(batch).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
-        let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken,
-                                      microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
-        let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
-        if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
-            throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
-        }
+        let points = settings.pointCount(needsUnperturbed: false)
 
-        let evaluator = held.isEmpty ? nil : ti.evaluator
-        var evaluate: (() throws(TrainingError) -> Double)?
-        if let evaluator {
-            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
-            evaluate = { () throws(TrainingError) -> Double in
-                try heldOutNLL(evaluator, held, extra)
+        // The method: its objective, held-out evaluation and adapter.
+        let objective: Objective
+        let evaluate: (() throws(TrainingError) -> Double)?
+        let makeAdapter: () -> Adapter
+        let identity = Adapter.identity(of: m)
+        var subspaceGradient: SubspaceGradient?
+        if doesTI {
+            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken,
+                                          microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
+            if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
+                throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
             }
+            objective = ti
+            let evaluator = ti.evaluator
+            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
+            evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in try heldOutNLL(evaluator, held, extra) }
+            subspaceGradient = SubspaceGradient.Mode(rawValue: subspace).map {
+                SubspaceGradient(groups: newToken.count, dim: m.config.dim, mode: $0, period: subspacePeriod, threshold: subspaceThreshold)
+            }
+            makeAdapter = {
+                var a = Adapter(method: ["textual-inversion"], baseName: identity.name, baseSHA256: identity.sha256)
+                a.newTokens = newToken
+                a.embeddings = ti.values.array
+                return a
+            }
+            warn("textual inversion: \(newToken.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\"")
+        } else {
+            let qzo = try QuantScales(model: m, patterns: tensors.split(separator: ",").map(String.init), trainOffsets: trainOffsets,
+                                      microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            objective = qzo
+            evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
+                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].mean
+            }
+            makeAdapter = {
+                var a = Adapter(method: ["qzo"], baseName: identity.name, baseSHA256: identity.sha256)
+                for (i, t) in qzo.targets.enumerated() {
+                    let tuned = qzo.tunedScales(i)
+                    a.scales[t.tensor.name] = tuned.d
+                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
+                }
+                return a
+            }
+            warn("QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(megabytes(qzo.parameterCount * 4)) master copy)")
         }
-        let subspaceGradient = SubspaceGradient.Mode(rawValue: subspace).map {
-            SubspaceGradient(groups: newToken.count, dim: m.config.dim, mode: $0, period: subspacePeriod, threshold: subspaceThreshold)
-        }
-        let trainer = try Trainer(objective: ti, optimizer: optimizer, settings: settings, train: train,
+        let optimizer = ZOSGD(groupSizes: objective.parameters.groups.map(\.count))
+        let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                                   subspace: subspaceGradient, evaluate: evaluate)
 
+        func writeAdapter() throws {
+            var adapter = makeAdapter()
+            adapter.training = jsonText([
+                "method": method, "steps": steps, "batch": batch, "lr": Double(settings.learningRate),
+                "eps": Double(settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
+                "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
+                "data": data, "optimizer": optimizer.name,
+            ])
+            try adapter.write(to: out, dim: m.config.dim)
+        }
+
         let initialEval = try evaluate?()
-        warn("training \(newToken.count) new token(s) on \(train.count) examples (\(held.count) held out), \(steps) steps of \(batch), \(points) forward points per step")
+        warn("\(train.count) training examples (\(held.count) held out), \(steps) steps of \(batch), \(points) forward points per step")
         if let initialEval { warn("held-out NLL before training: \(fixed(initialEval))") }
 
         let log = try logJson.map { try JSONLog(path: $0) }
+        if let initialEval { try log?.writeInitial(evalNLL: initialEval) }
         var progress = ProgressDisplay(total: steps)
         var records = [StepRecord]()
         var lastEval = initialEval
@@ -170,17 +228,17 @@ struct Train: ParsableCommand {
                 record = try trainer.runStep()
             } catch {
                 // Keep what was learned up to the last good step.
-                if case .nonFiniteLoss = error { try? writeAdapter(ti, m, settings) }
+                if case .nonFiniteLoss = error { try? writeAdapter() }
                 throw error
             }
             records.append(record)
             if let e = record.evalLoss { lastEval = e }
-            try log?.write(record, lr: lr)
+            try log?.write(record, lr: settings.learningRate)
             progress.update(record, lastEval: lastEval)
         }
         progress.finish()
 
-        try writeAdapter(ti, m, settings)
+        try writeAdapter()
         let seconds = (clock.now - started).seconds
         let curve = out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg"
         try LossCurve(records: records, initialEval: initialEval).write(to: curve)
@@ -194,19 +252,6 @@ struct Train: ParsableCommand {
         }
         print(table(summary))
     }
-
-    private func writeAdapter(_ ti: TextualInversion, _ m: LlamaModel, _ settings: TrainingSettings) throws {
-        let identity = Adapter.identity(of: m)
-        var adapter = Adapter(method: ["textual-inversion"], baseName: identity.name, baseSHA256: identity.sha256)
-        adapter.newTokens = newToken
-        adapter.embeddings = ti.values.array
-        adapter.training = jsonText([
-            "method": method, "steps": steps, "batch": batch, "lr": Double(lr), "eps": Double(eps), "seed": Int(seed),
-            "directions": directions, "estimator": estimator, "subspace": subspace, "init_token": initToken,
-            "data": data, "optimizer": "zo-sgd",
-        ])
-        try adapter.write(to: out, dim: m.config.dim)
-    }
 }
 
 /// Held-out NLL with the current new-token rows.
@@ -218,8 +263,15 @@ extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }
 
-/// Peak resident set of this process.
+/// Peak resident set of this program: VmHWM of /proc/self/status. (getrusage's maxrss is
+/// not used: Linux carries it across exec, so it reports the parent's size when a large
+/// process started this one.)
 func peakRSS() -> Int {
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
+        return kb * 1024
+    }
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024

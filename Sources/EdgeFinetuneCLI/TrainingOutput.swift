@@ -56,6 +56,11 @@ final class JSONLog {
         handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     }
 
+    /// Step 0: the held-out NLL before training.
+    func writeInitial(evalNLL: Double) throws {
+        handle.write(Data((jsonText(["step": 0, "eval_nll": evalNLL]) + "\n").utf8))
+    }
+
     func write(_ r: StepRecord, lr: Float) throws {
         var object: [String: Any] = ["step": r.step, "loss": r.loss, "d": r.derivatives.map(Double.init),
                                      "lr": Double(lr), "seconds": r.seconds, "peak_rss": peakRSS()]

@@ -46,6 +46,7 @@ extension GGMLType {
 public enum QuantError: Error, Equatable, CustomStringConvertible {
     case unsupportedType(GGMLType, context: String)
     case notWholeBlocks(count: Int, type: GGMLType)
+    case file(GGUFError)
 
     public var description: String {
         switch self {
@@ -53,6 +54,8 @@ public enum QuantError: Error, Equatable, CustomStringConvertible {
             "\(context): tensor type \(t) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0); requantize the model with llama-quantize"
         case .notWholeBlocks(let count, let t):
             "\(count) values are not a whole number of \(t) blocks of \(t.blockSize)"
+        case .file(let e):
+            e.description
         }
     }
 }

@@ -55,13 +55,13 @@ public struct Adapter {
             if let m = offsets[name] { w.addTensor(name: name + ".qzo_m", shape: [m.count], floats: m) }
         }
         if !training.isEmpty { w.metadata["edge_finetune.training"] = .string(training) }
-        do { try w.write(to: path) } catch { throw .adapter(path: path, message: error.description) }
+        do { try w.write(to: path) } catch { throw .file(error) }
     }
 
     /// Reads an adapter and checks it belongs to `model`.
     public static func read(path: String, for model: LlamaModel) throws(TrainingError) -> Adapter {
         let file: GGUFFile
-        do { file = try GGUFFile(path: path) } catch { throw .adapter(path: path, message: error.description) }
+        do { file = try GGUFFile(path: path) } catch { throw .file(error) }
         let m = file.metadata
         guard let method = m.string("edge_finetune.adapter.method"), let sha = m.string("edge_finetune.base_model.sha256") else {
             throw .adapter(path: path, message: "not an EdgeFinetune adapter (no edge_finetune.adapter.method / base_model.sha256 keys)")

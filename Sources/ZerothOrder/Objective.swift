@@ -1,6 +1,7 @@
 // The pieces a zeroth-order step is made of: a set of trainable values, and an
 // objective that measures the loss at perturbed points θ + sign·ε·s⊙T(z(seed)).
 
+import GGUF
 import Model
 
 /// The trainable values of a method, as groups of float32 master copies.
@@ -86,6 +87,7 @@ public protocol Objective: AnyObject {
 
 public enum TrainingError: Error, CustomStringConvertible {
     case model(ModelError)
+    case file(GGUFError)
     case optimizer(OptimizerError)
     case invalidSetting(String)
     /// The loss became NaN or infinite at `step`; the parameters of the step before are kept.
@@ -98,6 +100,7 @@ public enum TrainingError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .model(let e): return e.description
+        case .file(let e): return e.description
         case .optimizer(let e): return e.description
         case .invalidSetting(let s): return s
         case .nonFiniteLoss(let step, let loss):

@@ -1,0 +1,42 @@
+// `edge-finetune export`: bake an adapter into a complete GGUF model that llama.cpp loads.
+
+import ArgumentParser
+import Model
+import ZerothOrder
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write a complete GGUF model with an adapter baked in, in the base model's block formats.")
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: .long, help: "The adapter (GGUF) written by `train`.")
+    var adapter: String
+
+    @Option(name: .long, help: "Where to write the exported model.")
+    var out: String
+
+    @Option(name: .long, help: "Held-out data (JSONL): report the exported model's NLL on it, computed with the rounded values it holds.")
+    var evalData: String?
+
+    @Option(name: .long, help: "Longest example in tokens for --eval-data (default: 512).")
+    var maxLength = 512
+
+    func run() throws {
+        model.applyThreads()
+        let m = try LlamaModel(path: model.model)
+        let a = try Adapter.read(path: adapter, for: m)
+        let changes = try Export.write(model: m, adapter: a, to: out)
+        print("\(out): \(changes)")
+        if let evalData {
+            // The adapter as the file holds it (half-precision scales, requantized rows).
+            let applied = try AppliedAdapter(Export.rounded(a, for: m), model: m)
+            let length = min(maxLength, m.config.contextLength)
+            let examples = try Dataset.load(path: evalData, tokenizer: applied.tokenizer, maxLength: length)
+            let result = try Evaluator(model: m, capacity: max(length, 256), contextLength: length)
+                .evaluate(examples, extra: applied.extra)
+            print("held-out NLL of the exported model: \(fixed(result.nll)) nats over \(result.tokens) tokens")
+        }
+    }
+}

@@ -1,0 +1,247 @@
+// QZO ("Fine-tuning Quantized Neural Networks with Zeroth-order Optimization", 2025) on
+// GGUF blocks: a quantized weight is d × code (Q4_0: d·(q − 8); Q4_1: d·q + m; Q8_0:
+// d·q), and only the continuous per-block scales d are trained; the codes never change.
+//
+// Parameterization. Each trainable scale is d = d₀ · r, with d₀ the file's value and r
+// (one float per block, starting at 1) the trainable master copy. So the perturbation
+// r ± εz moves every scale by the same fraction whatever its magnitude (GGUF scales span
+// orders of magnitude: one learning rate fits all), and the sign of d — GGUF Q4_0 and Q8_0
+// scales carry one, about half are negative — is fixed by d₀: the update keeps r ≥ rMin > 0,
+// so no scale flips sign or collapses to zero. Q4_1's offsets m, when trained, move in units
+// of the block's scale: m = m₀ + |d₀| · u, u starting at 0.
+//
+// Forward passes. The file is never written and no dequantized copy of the model exists:
+// block by block, each perturbed point's scales for that block are computed into a small
+// buffer (d₀ · (r + sign·ε·z)) that the kernels read instead of the file's half-precision
+// d, and each point's hidden states go through the block back to back (one stream per
+// point), so the block's codes are read once per step from cache. θ itself is never
+// modified by a perturbation, so nothing needs restoring.
+
+import GGUF
+import Model
+import Quant
+
+public final class QuantScales: TrainableSet, Objective {
+    /// One trainable tensor: which tensor, where its r (and u) values live.
+    public struct Target {
+        public let tensor: MatrixTensor
+        public let layer: Int
+        public let blocks: Int
+        /// Group index of its r values; of its u values when offsets are trained.
+        public let scaleGroup: Int
+        public let offsetGroup: Int?
+    }
+
+    public let model: LlamaModel
+    public let targets: [Target]
+    public let trainsOffsets: Bool
+    /// Smallest allowed r: a scale keeps its sign and at least this fraction of its magnitude.
+    public let minimumRatio: Float
+    /// Per group: the master values (r, or u for offsets).
+    private let values: [FloatBuffer]
+    public let groups: [ParameterGroup]
+    /// d₀ and m₀ of the current layer's targets, read from the file when needed (no copy
+    /// of the model's scales is kept).
+    private let layerOriginalScales: FloatBuffer
+    private let layerOriginalOffsets: FloatBuffer
+
+    public let microBatchTokens: Int
+    public let maxPoints: Int
+    /// One forward-pass state per point (stream).
+    private let streams: [RunState]
+    private let output: OutputScratch
+    /// Per point: effective scales of the current layer's targets, concatenated.
+    private let layerScratch: [FloatBuffer]
+    private let layerScratchOffsets: [FloatBuffer]
+
+    public var passCapacity: Int { microBatchTokens }
+    public var parameters: TrainableSet { self }
+
+    /// Trains the block scales of every tensor whose name matches one of `patterns`
+    /// (shell-style `*` wildcards) and has block scales.
+    public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, minimumRatio: Float = 0.05,
+                microBatchTokens: Int, maxPoints: Int, contextLength: Int) throws(TrainingError) {
+        self.model = model
+        self.trainsOffsets = trainOffsets
+        self.minimumRatio = minimumRatio
+        var targets = [Target]()
+        var values = [FloatBuffer]()
+        var groups = [ParameterGroup]()
+        for (l, layer) in model.layers.enumerated() {
+            for t in layer.matrices where patterns.contains(where: { wildcardMatch($0, t.name) }) {
+                guard t.info.type.hasBlockScales else { continue }
+                let blocks = t.info.elementCount / 32
+                let r = FloatBuffer([Float](repeating: 1, count: blocks))
+                values.append(r)
+                groups.append(ParameterGroup(name: t.name + ".d", values: r.pointer, count: blocks))
+                var offsetGroup: Int?
+                if trainOffsets, t.info.type == .q4_1 {
+                    let u = FloatBuffer(count: blocks)
+                    values.append(u)
+                    offsetGroup = groups.count
+                    groups.append(ParameterGroup(name: t.name + ".m", values: u.pointer, count: blocks))
+                }
+                targets.append(Target(tensor: t, layer: l, blocks: blocks, scaleGroup: groups.count - (offsetGroup == nil ? 1 : 2),
+                                      offsetGroup: offsetGroup))
+            }
+        }
+        guard !targets.isEmpty else {
+            throw .invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
+        }
+        self.targets = targets
+        self.values = values
+        self.groups = groups
+        self.microBatchTokens = microBatchTokens
+        self.maxPoints = maxPoints
+        streams = (0..<maxPoints).map { _ in RunState(config: model.config, capacity: microBatchTokens, contextLength: contextLength) }
+        output = OutputScratch(dim: model.config.dim, capacity: min(microBatchTokens, 256))
+        let perLayer = (0..<model.config.layerCount).map { l in targets.filter { $0.layer == l }.reduce(0) { $0 + $1.blocks } }.max() ?? 0
+        layerScratch = (0..<maxPoints).map { _ in FloatBuffer(count: perLayer) }
+        layerScratchOffsets = (0..<maxPoints).map { _ in FloatBuffer(count: trainOffsets ? perLayer : 0) }
+        layerOriginalScales = FloatBuffer(count: perLayer)
+        layerOriginalOffsets = FloatBuffer(count: perLayer)
+    }
+
+    /// d₀ (and m₀) of target `t` from the file into `d` (and `m`).
+    private func readOriginal(_ t: Target, d: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?) {
+        readBlockScales(t.tensor.info.type, model.file.bytes(of: t.tensor.info).baseAddress!, blocks: t.blocks, d: d, m: m)
+    }
+
+    /// Trainable values.
+    public var parameterCount: Int { groups.reduce(0) { $0 + $1.count } }
+
+    /// Bytes held besides the model: master copies, streams, scratch.
+    public var byteCount: Int {
+        values.reduce(0) { $0 + $1.byteCount } + streams.reduce(0) { $0 + $1.byteCount } + output.byteCount
+            + layerScratch.reduce(0) { $0 + $1.byteCount } + layerScratchOffsets.reduce(0) { $0 + $1.byteCount }
+            + layerOriginalScales.byteCount + layerOriginalOffsets.byteCount
+    }
+
+    /// Keeps r ≥ rMin: the scale's sign stays that of the file, its magnitude away from 0.
+    @discardableResult public func constrain() -> Int {
+        var changed = 0
+        for t in targets {
+            let r = groups[t.scaleGroup].values
+            for i in 0..<t.blocks where !(r[i] >= minimumRatio) {
+                r[i] = minimumRatio
+                changed += 1
+            }
+        }
+        return changed
+    }
+
+    /// The tuned scales of target `i` (d₀ · r), and offsets (m₀ + |d₀| · u) when trained.
+    public func tunedScales(_ i: Int) -> (d: [Float], m: [Float]?) {
+        let t = targets[i]
+        let d0 = FloatBuffer(count: t.blocks)
+        let m0 = FloatBuffer(count: t.blocks)
+        readOriginal(t, d: d0.pointer, m: t.tensor.info.type == .q4_1 ? m0.pointer : nil)
+        let r = groups[t.scaleGroup].values
+        let d = (0..<t.blocks).map { d0[$0] * r[$0] }
+        var m: [Float]?
+        if let og = t.offsetGroup {
+            let u = groups[og].values
+            m = (0..<t.blocks).map { m0[$0] + abs(d0[$0]) * u[$0] }
+        }
+        return (d, m)
+    }
+
+    public func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                         examples: [Example]) throws(TrainingError) -> [LossSum] {
+        precondition(points.count <= maxPoints, "more points than the objective was sized for")
+        var sums = [LossSum](repeating: LossSum(), count: points.count)
+        // Micro-batches of whole examples that fit a stream.
+        var group = [Example]()
+        var used = 0
+        for example in examples {
+            guard example.tokens.count <= microBatchTokens else {
+                throw .invalidSetting("an example of \(example.tokens.count) tokens does not fit a pass of \(microBatchTokens)")
+            }
+            if used + example.tokens.count > microBatchTokens {
+                try run(group, points, epsilon, shape, into: &sums)
+                group.removeAll()
+                used = 0
+            }
+            group.append(example)
+            used += example.tokens.count
+        }
+        if !group.isEmpty { try run(group, points, epsilon, shape, into: &sums) }
+        return sums
+    }
+
+    /// One pass of `examples` at every point, block by block.
+    private func run(_ examples: [Example], _ points: [PerturbedPoint], _ epsilon: Float, _ shape: PerturbationShape,
+                     into sums: inout [LossSum]) throws(TrainingError) {
+        let batch = Batch(sequences: examples.map(\.tokens))
+        let targetsFlat = examples.flatMap(\.targets)
+        for p in points.indices {
+            do { try model.validate(batch, streams[p]) } catch { throw .model(error) }
+            model.embed(batch, streams[p])
+        }
+        let saved = model.scaleOverrides
+        defer { model.scaleOverrides = saved }
+        for l in 0..<model.config.layerCount {
+            for (p, point) in points.enumerated() {
+                setLayerScales(layer: l, point: point, epsilon: epsilon, shape: shape, scratch: p)
+                model.block(l, model.layerWeights(l), batch, streams[p])
+            }
+        }
+        for p in points.indices {
+            model.finalNorm(batch, streams[p])
+            let nll = model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output)
+            for (t, target) in targetsFlat.enumerated() where target >= 0 {
+                sums[p].tokens += 1
+                sums[p].total += Double(nll[t])
+            }
+        }
+    }
+
+    /// Points the model's overrides of layer `l`'s targets at point `point`'s scales:
+    /// d = d₀ · (r + sign·ε·s⊙T(z)), m = m₀ + |d₀| · (u + sign·ε·s⊙T(z)).
+    private func setLayerScales(layer l: Int, point: PerturbedPoint, epsilon: Float, shape: PerturbationShape, scratch p: Int) {
+        var offset = 0
+        for t in targets where t.layer == l {
+            let d = layerScratch[p].pointer + offset
+            let d0 = layerOriginalScales.pointer + offset
+            let m0 = layerOriginalOffsets.pointer + offset
+            readOriginal(t, d: d0, m: t.offsetGroup != nil ? m0 : nil)
+            let r = groups[t.scaleGroup].values
+            d.update(from: r, count: t.blocks)
+            if let seed = point.seed {
+                shape.apply(alpha: point.sign * epsilon, seed: seed, group: t.scaleGroup, to: d, count: t.blocks)
+            }
+            for b in 0..<t.blocks { d[b] *= d0[b] }
+            var m: UnsafeMutablePointer<Float>?
+            if let og = t.offsetGroup {
+                let mp = layerScratchOffsets[p].pointer + offset
+                mp.update(from: groups[og].values, count: t.blocks)
+                if let seed = point.seed {
+                    shape.apply(alpha: point.sign * epsilon, seed: seed, group: og, to: mp, count: t.blocks)
+                }
+                for b in 0..<t.blocks { mp[b] = m0[b] + abs(d0[b]) * mp[b] }
+                m = mp
+            }
+            model.scaleOverrides[t.tensor.name] = BlockScales(d: UnsafePointer(d), m: m.map { UnsafePointer($0) })
+            offset += t.blocks
+        }
+    }
+}
+
+/// Shell-style match with `*` for any run of characters.
+public func wildcardMatch(_ pattern: String, _ text: String) -> Bool {
+    let p = Array(pattern.utf8), t = Array(text.utf8)
+    var pi = 0, ti = 0, star = -1, mark = 0
+    while ti < t.count {
+        if pi < p.count && (p[pi] == t[ti] || p[pi] == UInt8(ascii: "?")) {
+            pi += 1; ti += 1
+        } else if pi < p.count && p[pi] == UInt8(ascii: "*") {
+            star = pi; mark = ti; pi += 1
+        } else if star >= 0 {
+            pi = star + 1; mark += 1; ti = mark
+        } else {
+            return false
+        }
+    }
+    while pi < p.count && p[pi] == UInt8(ascii: "*") { pi += 1 }
+    return pi == p.count
+}

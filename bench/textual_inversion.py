@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Textual-inversion benchmark with a known answer (examples/paris).
+
+The held-out sentences use " Paris", one token of the reference vocabulary; the training
+copies replace it with the new token " <x>". Because the true embedding is known, the
+benchmark reports, for each configuration:
+  - held-out NLL with the true word, with the initial <x>, and with the learned <x>;
+  - the fraction of that gap closed, after each evaluation (the curve) and at the end;
+  - the cosine between the learned embedding and the true one (token_embd row of " Paris").
+
+    python3 bench/textual_inversion.py [--steps 1000] [--config NAME ...] [--binary PATH]
+
+Configurations are named in CONFIGS below; each is one `edge-finetune train` run.
+Results go to runs/ti-bench/<name>.{gguf,jsonl,svg} and a table on stdout.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import gguf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+EX = os.path.join(ROOT, "examples", "paris")
+TRUE_ID = 7042  # " Paris"
+
+CONFIGS = {
+    "spsa": [],
+    "spsa-lr1e-3": ["--lr", "1e-3"],
+    "spsa-lr1e-2": ["--lr", "1e-2"],
+    "spsa-lr3e-2": ["--lr", "3e-2"],
+    "subspace-project": ["--subspace", "project"],
+    "subspace-perturb": ["--subspace", "perturb"],
+}
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    return r.stdout
+
+
+def true_embedding():
+    reader = gguf.GGUFReader(MODEL)
+    t = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    rows = gguf.quants.dequantize(t.data, t.tensor_type)
+    return rows[TRUE_ID].astype(np.float64)
+
+
+def learned_embedding(adapter):
+    reader = gguf.GGUFReader(adapter)
+    t = next(t for t in reader.tensors if t.name == "textual_inversion.embedding")
+    return np.array(t.data, dtype=np.float64).reshape(-1)
+
+
+def cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--config", action="append", help="configurations to run (default: all)")
+    ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "edge-finetune"))
+    ap.add_argument("--extra", default="", help="extra flags for every run, e.g. '--seed 1'")
+    args = ap.parse_args()
+    out_dir = os.path.join(ROOT, "runs", "ti-bench")
+    os.makedirs(out_dir, exist_ok=True)
+
+    true_nll = json.loads(run([args.binary, "eval", "--model", MODEL, "--data",
+                               os.path.join(EX, "heldout-true.jsonl"), "--json"]))["nll"]
+    truth = true_embedding()
+    rows = []
+    for name in args.config or list(CONFIGS):
+        prefix = os.path.join(out_dir, name)
+        cmd = [args.binary, "train", "--model", MODEL, "--data", os.path.join(EX, "train.jsonl"),
+               "--eval-data", os.path.join(EX, "heldout.jsonl"), "--new-token", " <x>",
+               "--steps", str(args.steps), "--eval-every", str(args.eval_every),
+               "--out", prefix + ".gguf", "--log-json", prefix + ".jsonl"] + CONFIGS[name] + args.extra.split()
+        print("running:", " ".join(cmd), file=sys.stderr)
+        run(cmd)
+        log = [json.loads(l) for l in open(prefix + ".jsonl")]
+        evals = [(r["step"], r["eval_nll"]) for r in log if "eval_nll" in r]
+        initial = evals[0][1]
+        gap = initial - true_nll
+        curve = [(s, (initial - e) / gap) for s, e in evals]
+        seconds = sum(r.get("seconds", 0) for r in log)
+        peak = max(r.get("peak_rss", 0) for r in log)
+        final = evals[-1][1]
+        rows.append((name, initial, final, curve, cosine(learned_embedding(prefix + ".gguf"), truth),
+                     seconds / max(1, len(log) - 1), peak))
+
+    print(f"held-out NLL with the true word ' Paris': {true_nll:.4f} nats")
+    print(f"{'config':<18} {'initial':>8} {'learned':>8} {'gap closed':>10} {'cosine':>7} {'s/step':>7} {'peak RSS':>9}")
+    for name, initial, final, curve, cos, sps, peak in rows:
+        print(f"{name:<18} {initial:8.4f} {final:8.4f} {curve[-1][1]:10.1%} {cos:7.3f} {sps:7.3f} {peak/1e6:7.1f}MB")
+    print("\ngap closed by step:")
+    steps = [s for s, _ in rows[0][3]]
+    marks = [s for s in steps if s in (0, 50, 100, 200, 300, 500, 750, 1000) or s == steps[-1]]
+    print(f"{'config':<18} " + " ".join(f"{s:>6}" for s in marks))
+    for name, _, _, curve, _, _, _ in rows:
+        d = dict(curve)
+        print(f"{name:<18} " + " ".join(f"{d.get(s, float('nan')):6.1%}" for s in marks))
+
+
+
+
+if __name__ == "__main__":
+    main()
