@@ -14,7 +14,7 @@ struct EdgeFinetune: ParsableCommand {
         abstract: "Personalize int4-quantized GGUF language models on the device, with forward passes only.",
         version: "0.1.0",
         subcommands: [Inspect.self, Tokenize.self, Generate.self, Eval.self, Train.self, RequantizeCommand.self,
-                      ExportCommand.self, PluginsCommand.self])
+                      ExportCommand.self, PluginsCommand.self, Bench.self])
 
     static func main() {
         useFastBLASKernels()

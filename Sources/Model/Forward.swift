@@ -123,7 +123,7 @@ public final class RunState {
         projected = FloatBuffer(count: capacity * c.dim)
         gate = FloatBuffer(count: capacity * c.ffnDim)
         up = FloatBuffer(count: capacity * c.ffnDim)
-        scoreStride = min(capacity, contextLength) * contextLength
+        scoreStride = min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
         scores = FloatBuffer(count: threads * scoreStride)
         scratch = MatmulScratch(tileRows: Self.tileRows, cols: max(c.dim, c.ffnDim, c.qDim))
 
@@ -150,7 +150,7 @@ public final class RunState {
     /// Bytes a state of this shape will allocate, without allocating it.
     public static func estimatedBytes(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0) -> Int {
         let perToken = 3 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim
-        let scores = max(1, Parallel.threadCount) * min(capacity, contextLength) * contextLength
+        let scores = max(1, Parallel.threadCount) * min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
         let rope = contextLength * c.headDim
         let tile = tileRows * max(c.dim, c.ffnDim, c.qDim)
         let cache = cacheSlots * c.layerCount * contextLength * c.kvDim * 2
@@ -205,11 +205,11 @@ extension LlamaModel {
 
     /// The whole pass: embeddings, every block, final norm into `state.xb`.
     public func forward(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil) {
-        embed(batch, state, extra: extra)
+        Profile.measure(.embed) { embed(batch, state, extra: extra) }
         for l in 0..<config.layerCount {
             block(l, layerWeights(l), batch, state)
         }
-        finalNorm(batch, state)
+        Profile.measure(.finalNorm) { finalNorm(batch, state) }
     }
 
     /// x[t] = embedding of token t (extra tokens from their variant's table).
@@ -237,65 +237,88 @@ extension LlamaModel {
         let s = state
 
         // Attention norm: xb = rmsnorm(x) ⊙ attn_norm
-        Parallel.forRanges(n) { range in
-            for t in range {
-                rmsNorm(s.x.pointer + t * c.dim, weight: w.attnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
+        Profile.measure(.attnNorm) {
+            Parallel.forRanges(n) { range in
+                for t in range {
+                    rmsNorm(s.x.pointer + t * c.dim, weight: w.attnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
+                }
             }
         }
 
         // Projections: q (n, qDim), k and v (n, kvDim)
-        matmul(w.wq, s.xb.pointer, n: n, s.q.pointer, scratch: s.scratch)
-        matmul(w.wk, s.xb.pointer, n: n, s.k.pointer, scratch: s.scratch)
-        matmul(w.wv, s.xb.pointer, n: n, s.v.pointer, scratch: s.scratch)
+        Profile.measure(.qkv) {
+            matmul(sharing: s.xb.pointer, n: n, scratch: s.scratch,
+                   [MatmulOutput(w.wq, s.q.pointer), MatmulOutput(w.wk, s.k.pointer), MatmulOutput(w.wv, s.v.pointer)])
+        }
 
         // Rotary embeddings of q and k at each token's position
-        for span in batch.spans {
-            rotate(s.q.pointer + span.start * c.qDim, heads: c.headCount, span: span, s)
-            rotate(s.k.pointer + span.start * c.kvDim, heads: c.kvHeadCount, span: span, s)
+        Profile.measure(.rope) {
+            for span in batch.spans {
+                rotate(s.q.pointer + span.start * c.qDim, heads: c.headCount, span: span, s)
+                rotate(s.k.pointer + span.start * c.kvDim, heads: c.kvHeadCount, span: span, s)
+            }
         }
 
         // Keys and values of cached sequences join their slot's earlier positions
         if let cache = s.cache {
-            for span in batch.spans {
-                guard let slot = span.cacheSlot else { continue }
-                let o = cache.offset(slot: slot, layer: l) + span.position * c.kvDim
-                (cache.keys.pointer + o).update(from: s.k.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
-                (cache.values.pointer + o).update(from: s.v.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
+            Profile.measure(.kvCache) {
+                for span in batch.spans {
+                    guard let slot = span.cacheSlot else { continue }
+                    let o = cache.offset(slot: slot, layer: l) + span.position * c.kvDim
+                    (cache.keys.pointer + o).update(from: s.k.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
+                    (cache.values.pointer + o).update(from: s.v.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
+                }
             }
         }
 
-        // Attention, per (sequence, head), spread over threads
-        let work = batch.spans.count * c.headCount
-        Parallel.forEach(s.threads) { thread in
-            let scores = s.scores.pointer + thread * s.scoreStride
-            var item = thread
-            while item < work {
-                attend(batch.spans[item / c.headCount], head: item % c.headCount, layer: l, s, scores: scores)
-                item += s.threads
+        // Attention, per (block of queries, sequence, head), spread over threads. The
+        // causal mask makes later query blocks longer, so they are handed out first;
+        // items past a shorter sequence's last block are empty.
+        Profile.measure(.attention) {
+            let blocks = batch.spans.map { ($0.count + Self.queryBlock - 1) / Self.queryBlock }.max() ?? 0
+            let perBlock = batch.spans.count * c.headCount
+            BLAS.useOneThread()
+            let run = { (item: Int, thread: Int) in
+                let block = blocks - 1 - item / perBlock
+                let span = batch.spans[item % perBlock / c.headCount]
+                guard block * Self.queryBlock < span.count else { return }
+                self.attend(span, head: item % c.headCount, queries: block * Self.queryBlock, layer: l, s,
+                       scores: s.scores.pointer + thread * s.scoreStride)
+            }
+            if Parallel.threadCount <= s.threads {
+                Parallel.forEachOnThread(blocks * perBlock, run)
+            } else {
+                for item in 0..<(blocks * perBlock) { run(item, 0) }
             }
         }
 
         // Output projection and residual: x += Wo · attention
-        matmul(w.wo, s.attention.pointer, n: n, s.projected.pointer, scratch: s.scratch)
-        add(s.projected.pointer, into: s.x.pointer, count: n * c.dim)
+        Profile.measure(.wo) { matmul(w.wo, s.attention.pointer, n: n, s.projected.pointer, scratch: s.scratch) }
+        Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
 
         // Feed-forward norm: xb = rmsnorm(x) ⊙ ffn_norm
-        Parallel.forRanges(n) { range in
-            for t in range {
-                rmsNorm(s.x.pointer + t * c.dim, weight: w.ffnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
+        Profile.measure(.ffnNorm) {
+            Parallel.forRanges(n) { range in
+                for t in range {
+                    rmsNorm(s.x.pointer + t * c.dim, weight: w.ffnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
+                }
             }
         }
 
         // SwiGLU: gate = silu(Wgate·xb) ⊙ (Wup·xb)
-        matmul(w.wGate, s.xb.pointer, n: n, s.gate.pointer, scratch: s.scratch)
-        matmul(w.wUp, s.xb.pointer, n: n, s.up.pointer, scratch: s.scratch)
-        Parallel.forRanges(n * c.ffnDim, granule: 1024) { range in
-            siluMultiply(s.gate.pointer + range.lowerBound, s.up.pointer + range.lowerBound, count: range.count)
+        Profile.measure(.gateUp) {
+            matmul(sharing: s.xb.pointer, n: n, scratch: s.scratch,
+                   [MatmulOutput(w.wGate, s.gate.pointer), MatmulOutput(w.wUp, s.up.pointer)])
+        }
+        Profile.measure(.silu) {
+            Parallel.forRanges(n * c.ffnDim, granule: 1024) { range in
+                siluMultiply(s.gate.pointer + range.lowerBound, s.up.pointer + range.lowerBound, count: range.count)
+            }
         }
 
         // Down projection and residual: x += Wdown · gate
-        matmul(w.wDown, s.gate.pointer, n: n, s.projected.pointer, scratch: s.scratch)
-        add(s.projected.pointer, into: s.x.pointer, count: n * c.dim)
+        Profile.measure(.wDown) { matmul(w.wDown, s.gate.pointer, n: n, s.projected.pointer, scratch: s.scratch) }
+        Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
     }
 
     /// Final norm: xb = rmsnorm(x) ⊙ output_norm, the input of the output projection.
@@ -330,8 +353,13 @@ extension LlamaModel {
         }
     }
 
-    /// Causal attention of one head over one sequence, into `state.attention`.
-    private func attend(_ span: SequenceSpan, head h: Int, layer l: Int, _ s: RunState,
+    /// Queries per attention work item: small enough to balance two threads and to skip
+    /// most of the masked half of the scores, large enough for sgemm to run at speed.
+    static let queryBlock = 64
+
+    /// Causal attention of one head over queries `queries..<queries + queryBlock` of one
+    /// sequence, into `state.attention`. `scores` has room for queryBlock × keys.
+    private func attend(_ span: SequenceSpan, head h: Int, queries first: Int, layer l: Int, _ s: RunState,
                         scores: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim
@@ -353,25 +381,41 @@ extension LlamaModel {
             keyCount = span.count
             firstKeyPosition = span.position
         }
-        let queries = s.q.pointer + span.start * c.qDim + h * hd
-        let out = s.attention.pointer + span.start * c.qDim + h * hd
+        let count = min(Self.queryBlock, span.count - first)
+        let queries = s.q.pointer + (span.start + first) * c.qDim + h * hd
+        let out = s.attention.pointer + (span.start + first) * c.qDim + h * hd
+        // Keys the last query of the block can see; later keys are masked for every query here.
+        let seen = min(keyCount, span.position + first + count - firstKeyPosition)
 
-        // Scores (count, keyCount) = Q_h (count, hd) · K_gᵀ / √hd
         let scale = 1 / Float(hd).squareRoot()
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(span.count), Int32(keyCount), Int32(hd),
-                    scale, queries, Int32(c.qDim), keys, Int32(c.kvDim), 0, scores, Int32(keyCount))
-
-        // Causal mask and softmax: query i sees keys at positions ≤ its own; the rest weigh 0
-        for i in 0..<span.count {
-            let row = scores + i * keyCount
-            let visible = span.position + i - firstKeyPosition + 1
-            softmax(row, count: visible)
-            for j in visible..<keyCount { row[j] = 0 }
+        if count < 4 {
+            // A few queries (generation): dot products and a weighted sum of value rows,
+            // cheaper than sgemm's packing at this size.
+            for i in 0..<count {
+                let visible = span.position + first + i - firstKeyPosition + 1
+                let q = queries + i * c.qDim
+                for j in 0..<visible { scores[j] = scale * dotF32(q, keys + j * c.kvDim, count: hd) }
+                softmax(scores, count: visible)
+                weightedSum(scores, rows: values, stride: c.kvDim, count: visible, width: hd, into: out + i * c.qDim)
+            }
+            return
         }
 
-        // Output (count, hd) = P (count, keyCount) · V_g (keyCount, hd)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(span.count), Int32(hd), Int32(keyCount),
-                    1, scores, Int32(keyCount), values, Int32(c.kvDim), 0, out, Int32(c.qDim))
+        // Scores (count, seen) = Q_h (count, hd) · K_g[0..<seen]ᵀ / √hd
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(seen), Int32(hd),
+                    scale, queries, Int32(c.qDim), keys, Int32(c.kvDim), 0, scores, Int32(seen))
+
+        // Causal mask and softmax: query i sees keys at positions ≤ its own; the rest weigh 0
+        for i in 0..<count {
+            let row = scores + i * seen
+            let visible = span.position + first + i - firstKeyPosition + 1
+            softmax(row, count: visible)
+            for j in visible..<seen { row[j] = 0 }
+        }
+
+        // Output (count, hd) = P (count, seen) · V_g[0..<seen] (seen, hd)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(seen),
+                    1, scores, Int32(seen), values, Int32(c.kvDim), 0, out, Int32(c.qDim))
     }
 }
 

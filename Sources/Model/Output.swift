@@ -8,30 +8,46 @@ import Glibc
 #endif
 import Quant
 
-/// Reusable buffers of the tiled output head.
+/// Reusable buffers of the tiled output head. The vocabulary is split between the
+/// threads; each thread has its own weight tile, logits tile and running log-sum-exp
+/// per row, merged once at the end.
 public final class OutputScratch {
     public let capacity: Int
+    /// Vocabulary rows per tile, per thread.
     public let tileRows: Int
     let hidden: FloatBuffer    /// (capacity, dim) rows of xb that have a target
-    let logits: FloatBuffer    /// (capacity, tileRows) one tile of logits
-    let runningMax: FloatBuffer
-    let runningSum: FloatBuffer
-    let targetLogit: FloatBuffer
+    let parts: [Part]
 
-    public init(dim: Int, capacity: Int, tileRows: Int = 1024) {
+    /// One thread's share of the work.
+    final class Part {
+        let weights: FloatBuffer      /// (tileRows, dim) dequantized vocabulary rows
+        let logits: FloatBuffer       /// (capacity, tileRows) one tile of logits
+        let runningMax: FloatBuffer   /// (capacity)
+        let runningSum: FloatBuffer   /// (capacity)
+        let targetLogit: FloatBuffer  /// (capacity) NaN unless the target fell in this part's vocabulary
+
+        init(dim: Int, capacity: Int, tileRows: Int) {
+            weights = FloatBuffer(count: tileRows * dim)
+            logits = FloatBuffer(count: capacity * tileRows)
+            runningMax = FloatBuffer(count: capacity)
+            runningSum = FloatBuffer(count: capacity)
+            targetLogit = FloatBuffer(count: capacity)
+        }
+
+        var byteCount: Int { weights.byteCount + logits.byteCount + 3 * runningMax.byteCount }
+    }
+
+    public init(dim: Int, capacity: Int, tileRows: Int = 256) {
         self.capacity = capacity
         self.tileRows = tileRows
         hidden = FloatBuffer(count: capacity * dim)
-        logits = FloatBuffer(count: capacity * tileRows)
-        runningMax = FloatBuffer(count: capacity)
-        runningSum = FloatBuffer(count: capacity)
-        targetLogit = FloatBuffer(count: capacity)
+        parts = (0..<max(1, Parallel.threadCount)).map { _ in Part(dim: dim, capacity: capacity, tileRows: tileRows) }
     }
 
-    public var byteCount: Int { hidden.byteCount + logits.byteCount + 3 * capacity * 4 }
+    public var byteCount: Int { hidden.byteCount + parts.reduce(0) { $0 + $1.byteCount } }
 
-    public static func estimatedBytes(dim: Int, capacity: Int, tileRows: Int = 1024) -> Int {
-        4 * capacity * (dim + tileRows + 3)
+    public static func estimatedBytes(dim: Int, capacity: Int, tileRows: Int = 256) -> Int {
+        4 * (capacity * dim + max(1, Parallel.threadCount) * (tileRows * dim + capacity * (tileRows + 3)))
     }
 }
 
@@ -40,7 +56,7 @@ extension LlamaModel {
     public func logits(_ state: RunState, token t: Int, extra: ExtraTokens? = nil, variant: Int = 0,
                        into out: UnsafeMutablePointer<Float>) {
         let h = state.xb.pointer + t * config.dim
-        matmul(weight(output), h, n: 1, out, scratch: state.scratch)
+        Profile.measure(.outputHead) { matmul(weight(output), h, n: 1, out, scratch: state.scratch) }
         if let extra {
             for e in 0..<extra.count {
                 out[config.vocabSize + e] = dotF32(extra.tables[variant] + e * config.dim, h, count: config.dim)
@@ -66,8 +82,9 @@ extension LlamaModel {
         while begin < rows.count {
             let chunk = Array(rows[begin..<min(rows.count, begin + o.capacity)])
             let chunkVariants = Array(variants[begin..<min(rows.count, begin + o.capacity)])
-            let nll = chunkNLL(chunk, variants: chunkVariants, targets: chunk.map { targets[$0] },
-                               state, extra: extra, scratch: o)
+            let nll = Profile.measure(.outputHead) {
+                chunkNLL(chunk, variants: chunkVariants, targets: chunk.map { targets[$0] }, state, extra: extra, scratch: o)
+            }
             for (i, t) in chunk.enumerated() { result[t] = nll[i] }
             begin += o.capacity
         }
@@ -84,71 +101,66 @@ extension LlamaModel {
         for (i, t) in rows.enumerated() {
             (o.hidden.pointer + i * dim).update(from: state.xb.pointer + t * dim, count: dim)
         }
-        for i in 0..<m {
-            o.runningMax[i] = -.infinity
-            o.runningSum[i] = 0
-            o.targetLogit[i] = .nan
+
+        // Tiles of the vocabulary, handed out to the threads one at a time: the thread that
+        // takes a tile computes logits L (m, tile) = H · W[tile]ᵀ and folds them into its
+        // own running log-sum-exp per row.
+        let threads = o.parts.count
+        for part in o.parts {
+            for i in 0..<m {
+                part.runningMax[i] = -.infinity
+                part.runningSum[i] = 0
+                part.targetLogit[i] = .nan
+            }
+        }
+        let tiles = (vocab + o.tileRows - 1) / o.tileRows
+        BLAS.useOneThread()
+        let run = { (tile: Int, thread: Int) in
+            let part = o.parts[thread]
+            let v0 = tile * o.tileRows
+            let count = min(o.tileRows, vocab - v0)
+            w.dequantize(rows: v0..<(v0 + count), into: part.weights.pointer)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(count), Int32(dim),
+                        1, o.hidden.pointer, Int32(dim), part.weights.pointer, Int32(dim), 0, part.logits.pointer, Int32(count))
+            for i in 0..<m {
+                let row = part.logits.pointer + i * count
+                foldLogSumExp(row, count: count, runningMax: &part.runningMax[i], runningSum: &part.runningSum[i])
+                let target = Int(targets[i])
+                if target >= v0 && target < v0 + count { part.targetLogit[i] = row[target - v0] }
+            }
+        }
+        if Parallel.threadCount <= threads {
+            Parallel.forEachOnThread(tiles, run)
+        } else {
+            for tile in 0..<tiles { run(tile, 0) }
         }
 
-        // Tiles of the vocabulary: logits L (m, tile) = H · W[tile]ᵀ, folded into a running log-sum-exp
-        var v0 = 0
-        while v0 < vocab {
-            let count = min(o.tileRows, vocab - v0, state.scratch.tileRows)
-            let tile = state.scratch.buffer
-            Parallel.forRanges(count, granule: 8) { r in
-                w.dequantize(rows: (v0 + r.lowerBound)..<(v0 + r.upperBound), into: tile + r.lowerBound * dim)
+        // Merge the parts: one running log-sum-exp per row, in the first part's buffers.
+        let total = o.parts[0]
+        for q in o.parts.dropFirst() {
+            for i in 0..<m {
+                let newMax = max(total.runningMax[i], q.runningMax[i])
+                total.runningSum[i] = total.runningSum[i] * expf(total.runningMax[i] - newMax)
+                    + q.runningSum[i] * expf(q.runningMax[i] - newMax)
+                total.runningMax[i] = newMax
+                if !q.targetLogit[i].isNaN { total.targetLogit[i] = q.targetLogit[i] }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(count), Int32(dim),
-                        1, o.hidden.pointer, Int32(dim), tile, Int32(dim), 0, o.logits.pointer, Int32(count))
-            let first = v0
-            Parallel.forRanges(m) { r in
-                for i in r {
-                    foldTile(o.logits.pointer + i * count, count: count, i, o)
-                    let target = Int(targets[i])
-                    if target >= first && target < first + count {
-                        o.targetLogit[i] = o.logits[i * count + target - first]
-                    }
-                }
-            }
-            v0 += count
         }
 
         // Extra tokens: one more small tile per row, from the row's variant
         if let extra {
             for i in 0..<m {
                 let h = o.hidden.pointer + i * dim
-                let l = o.logits.pointer
+                let l = total.logits.pointer
                 for e in 0..<extra.count {
                     l[e] = dotF32(extra.tables[variants[i]] + e * dim, h, count: dim)
                 }
-                foldTile(l, count: extra.count, i, o)
+                foldLogSumExp(l, count: extra.count, runningMax: &total.runningMax[i], runningSum: &total.runningSum[i])
                 let target = Int(targets[i])
-                if target >= extra.firstID { o.targetLogit[i] = l[target - extra.firstID] }
+                if target >= extra.firstID { total.targetLogit[i] = l[target - extra.firstID] }
             }
         }
 
-        return (0..<m).map { i in o.runningMax[i] + logf(o.runningSum[i]) - o.targetLogit[i] }
-    }
-
-    /// runningSum · e^runningMax += Σ e^logits, rescaled to the new maximum.
-    private func foldTile(_ logits: UnsafeMutablePointer<Float>, count: Int, _ i: Int, _ o: OutputScratch) {
-        var tileMax = -Float.infinity
-        for j in 0..<count { tileMax = max(tileMax, logits[j]) }
-        let newMax = max(o.runningMax[i], tileMax)
-        // Σ e^(l − newMax), through a temporary pass that leaves the logits intact.
-        var sum: Float = 0
-        var j = 0
-        let shift = SIMD16<Float>(repeating: newMax)
-        while j + 16 <= count {
-            sum += exp16(UnsafeRawPointer(logits + j).loadUnaligned(as: SIMD16<Float>.self) - shift).sum()
-            j += 16
-        }
-        if j < count {
-            var tail = SIMD16<Float>(repeating: -.infinity)
-            for k in j..<count { tail[k - j] = logits[k] - newMax }
-            sum += exp16(tail).sum()
-        }
-        o.runningSum[i] = o.runningSum[i] * expf(o.runningMax[i] - newMax) + sum
-        o.runningMax[i] = newMax
+        return (0..<m).map { i in total.runningMax[i] + logf(total.runningSum[i]) - total.targetLogit[i] }
     }
 }

@@ -1,8 +1,9 @@
 // Matrix products of a quantized weight matrix with float activations, in the two
 // shapes the forward pass needs:
-//   many tokens (prompt, training batch): dequantize a tile of W's rows to float, then
-//     one OpenBLAS sgemm per tile; the dequantization is a small fraction of the
-//     multiply once there are more than a few tokens.
+//   many tokens (prompt, training batch): W's rows are split between the threads; each
+//     thread dequantizes a tile of its rows to float and multiplies it with one
+//     single-threaded OpenBLAS sgemm, so the two cores never wait on each other inside
+//     a matrix and OpenBLAS's own threads never compete with ours.
 //   one token (generation): fused dot products straight from the blocks, rows split
 //     across threads, so W is read once and never expanded.
 
@@ -34,43 +35,77 @@ public struct WeightMatrix: @unchecked Sendable {
     public var byteCount: Int { rows * rowBytes }
 
     /// Dequantizes rows `range` into `dst` ((range.count, cols), row-major).
-    @inlinable
     public func dequantize(rows range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        // Sizes looked up once: GGMLType's table lookups are not free per row.
+        let rowBytes = self.rowBytes
+        let blocks = type.blockSize > 1 ? cols / type.blockSize : 0
         for (i, r) in range.enumerated() {
             dequantizeRow(type, data + r * rowBytes, count: cols, into: dst + i * cols,
-                          scales: scales.advanced(by: r * blocksPerRow))
+                          scales: scales.advanced(by: r * blocks))
         }
     }
 
     /// Row `r` · x (x has `cols` values; `xSums` its block sums, needed by Q4_0/Q4_1).
-    @inlinable
     public func dot(row r: Int, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>) -> Float {
-        let p = data + r * rowBytes
-        let s = scales.advanced(by: r * blocksPerRow)
+        var y: Float = 0
+        // dots writes out[r]: hand it a base pointer r floats before y.
+        withUnsafeMutablePointer(to: &y) { dots(rows: r..<(r + 1), x, xSums, into: $0 - r) }
+        return y
+    }
+
+    /// y[r] = row r · x for r in `range` (x has `cols` values, `xSums` its block sums).
+    /// The type and sizes are resolved once, outside the row loop.
+    public func dots(rows range: Range<Int>, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                     into y: UnsafeMutablePointer<Float>) {
+        let rowBytes = self.rowBytes
+        let blocks = cols / 32
         switch type {
-        case .q4_0: return dotQ4_0(p, x, xSums, blocks: blocksPerRow, scales: s)
-        case .q4_1: return dotQ4_1(p, x, xSums, blocks: blocksPerRow, scales: s)
-        case .q8_0: return dotQ8_0(p, x, blocks: blocksPerRow, scales: s)
-        case .f32: return dotF32(p.assumingMemoryBound(to: Float.self), x, count: cols)
+        case .q4_0:
+            for r in range { y[r] = dotQ4_0(data + r * rowBytes, x, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
+        case .q4_1:
+            for r in range { y[r] = dotQ4_1(data + r * rowBytes, x, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
+        case .q8_0:
+            for r in range { y[r] = dotQ8_0(data + r * rowBytes, x, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
+        case .f32:
+            for r in range { y[r] = dotF32((data + r * rowBytes).assumingMemoryBound(to: Float.self), x, count: cols) }
         default:
-            // F16/BF16: expand the row on the stack-sized scratch of 1 row.
-            return withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
-                dequantizeRowGeneric(type, p, count: cols, into: tmp.baseAddress!)
-                return dotF32(tmp.baseAddress!, x, count: cols)
+            // F16/BF16: expand each row into a temporary, then a float dot.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
+                for r in range {
+                    dequantizeRowGeneric(type, data + r * rowBytes, count: cols, into: tmp.baseAddress!)
+                    y[r] = dotF32(tmp.baseAddress!, x, count: cols)
+                }
             }
+        }
+    }
+}
+
+extension WeightMatrix {
+    /// Like `dots`, for Q4_0/Q4_1 with x in `nibbleOrder` (`xSums` from the original x).
+    func dotsOrdered(rows range: Range<Int>, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                     into y: UnsafeMutablePointer<Float>) {
+        let rowBytes = self.rowBytes
+        let blocks = cols / 32
+        if type == .q4_0 {
+            for r in range { y[r] = dotQ4_0Ordered(data + r * rowBytes, xp, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
+        } else {
+            for r in range { y[r] = dotQ4_1Ordered(data + r * rowBytes, xp, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
         }
     }
 }
 
 /// Scratch memory for tiles of dequantized weights, reused across calls.
 public final class MatmulScratch: @unchecked Sendable {
-    /// Rows of W dequantized per tile.
+    /// Rows of W dequantized per tile, over all threads (each thread gets an equal share).
     public let tileRows: Int
     public let cols: Int
+    /// tileRows × cols floats; thread t's tile starts at t × (tileRows / threads) × cols.
     public let buffer: UnsafeMutablePointer<Float>
-    /// Block sums of one activation row, for the one-token path.
+    /// Block sums of a few activation rows, for the one-token path.
     let sums: UnsafeMutablePointer<Float>
     let sumsCapacity: Int
+    /// The same rows in `nibbleOrder`, for the Q4 kernels of the one-token path.
+    let ordered: UnsafeMutablePointer<Float>
 
     /// Room for a tile of `tileRows` × `cols` floats.
     public init(tileRows: Int, cols: Int) {
@@ -79,14 +114,22 @@ public final class MatmulScratch: @unchecked Sendable {
         buffer = .allocate(capacity: tileRows * cols)
         sumsCapacity = max(1, cols / 32) * 8
         sums = .allocate(capacity: sumsCapacity)
+        ordered = .allocate(capacity: sumsCapacity * 32)
     }
 
     deinit {
         buffer.deallocate()
         sums.deallocate()
+        ordered.deallocate()
     }
 
-    public var byteCount: Int { tileRows * cols * 4 + sumsCapacity * 4 }
+    public var byteCount: Int { tileRows * cols * 4 + sumsCapacity * 33 * 4 }
+
+    /// Thread `t`'s tile when the work is split `threads` ways: (rows, start).
+    func tile(_ t: Int, of threads: Int) -> (rows: Int, start: UnsafeMutablePointer<Float>) {
+        let rows = max(1, tileRows / threads)
+        return (rows, buffer + t * rows * cols)
+    }
 }
 
 /// Below this many tokens the fused dot-product path is used instead of dequantize + sgemm.
@@ -95,35 +138,112 @@ public let fusedTokenLimit = 4
 /// Y = X · Wᵀ: X (n, W.cols) with row stride `ldx`, Y (n, W.rows) with row stride `ldy`.
 public func matmul(_ w: WeightMatrix, _ x: UnsafePointer<Float>, n: Int, ldx: Int? = nil,
                    _ y: UnsafeMutablePointer<Float>, ldy: Int? = nil, scratch: MatmulScratch) {
-    let ldx = ldx ?? w.cols
-    let ldy = ldy ?? w.rows
-    precondition(w.cols <= scratch.cols, "matmul: scratch has room for rows of \(scratch.cols), W has \(w.cols)")
-    if n < fusedTokenLimit && w.cols / 32 * n <= scratch.sumsCapacity {
-        // Few tokens: fused dots, rows split across threads.
-        let blocks = w.cols / 32
-        for t in 0..<n { blockSums(x + t * ldx, count: w.cols, into: scratch.sums + t * blocks) }
-        Parallel.forRanges(w.rows, granule: 16) { range in
+    matmul(sharing: x, n: n, ldx: ldx, scratch: scratch, [MatmulOutput(w, y, ldy: ldy)])
+}
+
+/// One product of a group that shares its input: Y (n, W.rows) = X · Wᵀ, rows `ldy` apart.
+public struct MatmulOutput {
+    public var w: WeightMatrix
+    public var y: UnsafeMutablePointer<Float>
+    public var ldy: Int
+
+    public init(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, ldy: Int? = nil) {
+        self.w = w
+        self.y = y
+        self.ldy = ldy ?? w.rows
+    }
+}
+
+/// Several products of the same input X (n, cols), e.g. Wq, Wk and Wv of a block, in one
+/// parallel job: chunks of rows of all the matrices are handed out together, so the
+/// threads meet once per group instead of once per matrix (in generation that is a few
+/// hundred meetings per token, and each one can wait on a thread that lost its core).
+public func matmul(sharing x: UnsafePointer<Float>, n: Int, ldx: Int? = nil, scratch: MatmulScratch,
+                   _ products: [MatmulOutput]) {
+    guard let cols = products.first?.w.cols else { return }
+    precondition(products.allSatisfy { $0.w.cols == cols }, "matmul(sharing:): every W must have \(cols) columns")
+    precondition(cols <= scratch.cols, "matmul: scratch has room for rows of \(scratch.cols), W has \(cols)")
+    BLAS.useOneThread()
+    // The closures below run on every thread for every chunk: they read the products and
+    // the chunk table through raw pointers, so no array is retained and released (an
+    // atomic operation on a shared cache line) per chunk.
+    products.withUnsafeBufferPointer { products in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * products.count + 1) { table in
+            matmulChunks(x, n: n, ldx: ldx ?? cols, cols: cols, scratch: scratch, products, table.baseAddress!)
+        }
+    }
+}
+
+/// The work of `matmul(sharing:)`. `table` has room for 2 × products + 1 integers:
+/// product p owns chunks first[p]..<first[p + 1] of size[p] rows each.
+private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int, scratch: MatmulScratch,
+                          _ products: UnsafeBufferPointer<MatmulOutput>, _ table: UnsafeMutablePointer<Int>) {
+    let threads = max(1, Parallel.threadCount)
+    let first = table
+    let size = table + products.count + 1
+    func fillTable(_ rowsPerChunk: (WeightMatrix) -> Int) {
+        first[0] = 0
+        for (p, product) in products.enumerated() {
+            size[p] = rowsPerChunk(product.w)
+            first[p + 1] = first[p] + (product.w.rows + size[p] - 1) / size[p]
+        }
+    }
+    func locate(_ chunk: Int) -> Int {
+        var p = 0
+        while chunk >= first[p + 1] { p += 1 }
+        return p
+    }
+
+    if n < fusedTokenLimit && cols / 32 * n <= scratch.sumsCapacity {
+        // Few tokens: fused dots over chunks of rows. More chunks than threads, handed
+        // out one at a time: on a busy machine a thread that loses its core holds up
+        // one small chunk, not half the matrix.
+        let blocks = cols / 32
+        let nibbles = products.contains { $0.w.type == .q4_0 || $0.w.type == .q4_1 }
+        for t in 0..<n {
+            blockSums(x + t * ldx, count: cols, into: scratch.sums + t * blocks)
+            if nibbles { nibbleOrder(x + t * ldx, count: cols, into: scratch.ordered + t * cols) }
+        }
+        fillTable { w in
+            let chunks = max(1, min(w.rows / 64, 4 * threads))
+            return (w.rows + chunks - 1) / chunks
+        }
+        let sums = scratch.sums
+        let ordered = scratch.ordered
+        Parallel.forEach(first[products.count]) { chunk in
+            let p = locate(chunk)
+            let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
+            let start = (chunk - first[p]) * size[p]
+            let range = start..<min(w.rows, start + size[p])
             for t in 0..<n {
-                let xt = x + t * ldx
-                let st = UnsafePointer(scratch.sums + t * blocks)
-                for r in range { y[t * ldy + r] = w.dot(row: r, xt, st) }
+                if w.type == .q4_0 || w.type == .q4_1 {
+                    w.dotsOrdered(rows: range, ordered + t * cols, sums + t * blocks, into: y + t * ldy)
+                } else {
+                    w.dots(rows: range, x + t * ldx, sums + t * blocks, into: y + t * ldy)
+                }
             }
         }
         return
     }
-    // Many tokens: tiles of W dequantized (in parallel), then sgemm per tile.
-    var start = 0
-    while start < w.rows {
-        let count = min(scratch.tileRows, w.rows - start)
-        let tile = scratch.buffer
-        Parallel.forRanges(count, granule: 8) { range in
-            w.dequantize(rows: (start + range.lowerBound)..<(start + range.upperBound),
-                         into: tile + range.lowerBound * w.cols)
+
+    // Many tokens: chunks of W's rows, a few per thread. For each, the thread that claims
+    // it dequantizes the rows into its own tile, then Y[:, rows] = X (n, cols) · tileᵀ.
+    let tileRows = scratch.tile(0, of: threads).rows
+    fillTable { w in min(tileRows, max(64, min(256, w.rows / (2 * threads) / 8 * 8))) }
+    Parallel.forEachOnThread(first[products.count]) { chunk, thread in
+        let p = locate(chunk)
+        let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
+        let tile = scratch.tile(min(thread, threads - 1), of: threads).start
+        let begin = (chunk - first[p]) * size[p]
+        let end = min(w.rows, begin + size[p])
+        var start = begin
+        while start < end {
+            let count = min(tileRows, end - start)
+            w.dequantize(rows: start..<(start + count), into: tile)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(count), Int32(cols),
+                        1, x, Int32(ldx), tile, Int32(cols), 0, y + start, Int32(ldy))
+            start += count
         }
-        // Y[:, start..<start+count] = X (n, cols) · tileᵀ (cols, count)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(count), Int32(w.cols),
-                    1, x, Int32(ldx), tile, Int32(w.cols), 0, y + start, Int32(ldy))
-        start += count
     }
 }
 
@@ -145,7 +265,25 @@ public func matmulReference(_ w: WeightMatrix, _ x: UnsafePointer<Float>, n: Int
     }
 }
 
-/// Sets the number of threads OpenBLAS uses for its own calls.
+/// OpenBLAS is called from inside `Parallel` chunks, one call per thread at a time, so it
+/// must not start threads of its own: with two cores its spinning workers would take
+/// turns with ours, and its multi-threaded sgemm holds a lock that serializes callers.
+public enum BLAS {
+    private static let singleThreaded: Bool = {
+        openblas_set_num_threads(1)
+        return true
+    }()
+
+    /// Sets OpenBLAS to one thread (once per process).
+    @inline(__always) public static func useOneThread() {
+        _ = singleThreaded
+    }
+}
+
+/// Kept for callers that configure threads: the kernels split work over
+/// `Parallel.threadCount` themselves and run OpenBLAS single-threaded inside each chunk,
+/// so OpenBLAS itself is always set to one thread, whatever `n` is.
 public func setBLASThreads(_ n: Int) {
-    openblas_set_num_threads(Int32(n))
+    BLAS.useOneThread()
+    openblas_set_num_threads(1)
 }

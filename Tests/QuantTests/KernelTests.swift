@@ -1,3 +1,4 @@
+import Foundation
 import GGUF
 import Quant
 import Testing
@@ -140,5 +141,149 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
                 }
             }
         }
+    }
+}
+
+/// The kernels added for speed, each against its scalar twin on awkward sizes.
+@Suite struct FastKernelTests {
+    static let shapes: [(rows: Int, cols: Int)] = [(1, 32), (3, 64), (17, 96), (33, 576), (5, 1536)]
+
+    /// Q4 dot products on nibble-ordered activations equal the plain scalar ones, with the
+    /// file's scales and with overrides (QZO's master copies).
+    @Test(arguments: [GGMLType.q4_0, .q4_1]) func orderedDotsEqualGeneric(_ type: GGMLType) {
+        for (rows, cols) in Self.shapes {
+            let m = RandomMatrix(type, rows: rows, cols: cols, seed: UInt64(11 + cols + rows))
+            let x = randomFloats(cols, seed: UInt64(3 * cols))
+            var sums = [Float](repeating: 0, count: cols / 32)
+            var ordered = [Float](repeating: .nan, count: cols)
+            x.withUnsafeBufferPointer {
+                blockSums($0.baseAddress!, count: cols, into: &sums)
+                nibbleOrder($0.baseAddress!, count: cols, into: &ordered)
+            }
+            let blocks = cols / 32
+            var d = [Float](repeating: 0, count: rows * blocks)
+            var mins = [Float](repeating: 0, count: rows * blocks)
+            m.bytes.withUnsafeBytes { readBlockScales(type, $0.baseAddress!, blocks: d.count, d: &d, m: &mins) }
+            for i in d.indices where i % 3 == 1 { d[i] *= 1.5; mins[i] -= 0.25 }
+            m.bytes.withUnsafeBytes { b in
+                d.withUnsafeBufferPointer { dp in
+                    mins.withUnsafeBufferPointer { mp in
+                        for overrides in [BlockScales.file, BlockScales(d: dp.baseAddress!, m: type == .q4_1 ? mp.baseAddress! : nil)] {
+                            for r in 0..<rows {
+                                let row = b.baseAddress! + r * type.rowBytes(cols)!
+                                let s = overrides.advanced(by: r * blocks)
+                                let (fast, slow): (Float, Float) = type == .q4_0
+                                    ? (dotQ4_0Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_0Generic(row, x, blocks: blocks, scales: s))
+                                    : (dotQ4_1Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_1Generic(row, x, blocks: blocks, scales: s))
+                                #expect(abs(fast - slow) <= 1e-4 * Float(cols), "\(type) row \(r) of \(rows)x\(cols): \(fast) vs \(slow)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A log-sum-exp folded over uneven tiles equals the scalar fold and a direct Double sum.
+    @Test(arguments: [1, 15, 16, 17, 255, 1000]) func foldLogSumExpEqualsGeneric(_ tile: Int) {
+        let logits = randomFloats(3 * tile + 5, seed: UInt64(tile)).map { $0 * 10 }
+        var (fastMax, fastSum): (Float, Float) = (-.infinity, 0)
+        var (slowMax, slowSum): (Float, Float) = (-.infinity, 0)
+        logits.withUnsafeBufferPointer { l in
+            var start = 0
+            while start < logits.count {
+                let count = min(tile, logits.count - start)
+                foldLogSumExp(l.baseAddress! + start, count: count, runningMax: &fastMax, runningSum: &fastSum)
+                foldLogSumExpGeneric(l.baseAddress! + start, count: count, runningMax: &slowMax, runningSum: &slowSum)
+                start += count
+            }
+            #expect(maxValue(l.baseAddress!, count: logits.count) == logits.max()!)
+        }
+        let reference = log(logits.reduce(0.0) { $0 + exp(Double($1)) })
+        let fast = Double(fastMax) + log(Double(fastSum))
+        let slow = Double(slowMax) + log(Double(slowSum))
+        #expect(abs(fast - reference) < 1e-5 * max(1, abs(reference)), "\(fast) vs \(reference)")
+        #expect(abs(fast - slow) < 1e-5 * max(1, abs(slow)))
+    }
+
+    /// A group of products sharing one input (as Wq, Wk, Wv do) equals each product alone,
+    /// for both paths, with mixed types, row counts and output strides.
+    @Test func sharedInputGroupEqualsReference() {
+        let cols = 96
+        let mats = [RandomMatrix(.q4_1, rows: 17, cols: cols, seed: 1), RandomMatrix(.q8_0, rows: 70, cols: cols, seed: 2),
+                    RandomMatrix(.q4_0, rows: 5, cols: cols, seed: 3), RandomMatrix(.f16, rows: 9, cols: cols, seed: 4)]
+        for n in [1, 2, 5, 19] {
+            let x = randomFloats(n * cols, seed: UInt64(n))
+            let scratch = MatmulScratch(tileRows: 16, cols: cols)
+            // FloatBuffer: stable addresses for the outputs, rows ldy = rows + 3 apart.
+            let outputs = mats.map { FloatBuffer(count: n * ($0.rows + 3)) }
+            mats[0].with { w0 in mats[1].with { w1 in mats[2].with { w2 in mats[3].with { w3 in
+                let ws = [w0, w1, w2, w3]
+                matmul(sharing: x, n: n, scratch: scratch,
+                       ws.indices.map { MatmulOutput(ws[$0], outputs[$0].pointer, ldy: ws[$0].rows + 3) })
+                for (i, w) in ws.enumerated() {
+                    var reference = [Float](repeating: 0, count: n * w.rows)
+                    matmulReference(w, x, n: n, &reference)
+                    let ours = (0..<n).flatMap { t in (0..<w.rows).map { outputs[i][t * (w.rows + 3) + $0] } }
+                    #expect(relativeError(ours, reference) < 1e-5, "\(w.type) n=\(n)")
+                }
+            } } } }
+        }
+    }
+
+    /// Attention's weighted sum of value rows (one query) against its scalar twin.
+    @Test(arguments: [1, 7, 8, 64, 67]) func weightedSumEqualsGeneric(_ width: Int) {
+        for count in [1, 3, 17] {
+            let stride = width + 5
+            let p = randomFloats(count, seed: UInt64(count)).map { abs($0) }
+            let rows = randomFloats(count * stride, seed: UInt64(width))
+            var fast = [Float](repeating: .nan, count: width)
+            var slow = [Float](repeating: .nan, count: width)
+            weightedSum(p, rows: rows, stride: stride, count: count, width: width, into: &fast)
+            weightedSumGeneric(p, rows: rows, stride: stride, count: count, width: width, into: &slow)
+            #expect(zip(fast, slow).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) }, "width \(width) count \(count)")
+        }
+    }
+}
+
+/// The worker pool: every chunk runs exactly once, on a valid thread index, also when
+/// calls nest or come from several threads at once.
+@Suite struct ParallelTests {
+    @Test(arguments: [0, 1, 2, 3, 17, 1000]) func everyChunkRunsOnce(_ chunks: Int) {
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: max(chunks, 1))
+        counts.initialize(repeating: 0, count: max(chunks, 1))
+        defer { counts.deallocate() }
+        let threads = UnsafeMutablePointer<Int>.allocate(capacity: max(chunks, 1))
+        defer { threads.deallocate() }
+        Parallel.forEachOnThread(chunks) { c, t in
+            counts[c] += 1
+            threads[c] = t
+        }
+        for c in 0..<chunks {
+            #expect(counts[c] == 1, "chunk \(c) ran \(counts[c]) times")
+            #expect(threads[c] >= 0 && threads[c] < max(1, Parallel.threadCount))
+        }
+        var covered = [Int](repeating: 0, count: chunks)
+        covered.withUnsafeMutableBufferPointer { cov in
+            Parallel.forRanges(chunks, granule: 3) { range in for i in range { cov[i] += 1 } }
+        }
+        #expect(covered.allSatisfy { $0 == 1 })
+    }
+
+    @Test func nestedAndConcurrentCallsComplete() {
+        let total = UnsafeMutablePointer<Int>.allocate(capacity: 4 * 64)
+        total.initialize(repeating: 0, count: 4 * 64)
+        defer { total.deallocate() }
+        // Four threads call in at once; each call nests another one inside its chunks.
+        DispatchQueue.concurrentPerform(iterations: 4) { caller in
+            for round in 0..<50 {
+                Parallel.forEach(8) { outer in
+                    Parallel.forEach(8) { inner in
+                        if round == 0 { total[caller * 64 + outer * 8 + inner] += 1 }
+                    }
+                }
+            }
+        }
+        #expect((0..<(4 * 64)).allSatisfy { total[$0] == 1 })
     }
 }

@@ -1,0 +1,97 @@
+import Foundation
+import Model
+import Quant
+import TestSupport
+import Testing
+
+/// The forward pass's paths agree with each other: one token at a time with the KV cache,
+/// a prompt in chunks, and several sequences in one batch all give the logits of one
+/// whole-sequence pass. Sequences are longer than attention's query block (64), so the
+/// blocked causal attention, the few-query path and the cached path are all exercised.
+@Suite struct FastPathTests {
+    static let model = try! LlamaModel(path: Repository.path("models/tiny-q4_1.gguf"))
+
+    static func tokens(_ count: Int, seed: Int) -> [Int32] {
+        (0..<count).map { Int32((seed + $0 * 7919) % model.config.vocabSize) }
+    }
+
+    /// Logits (vocab) of every position of `ids`, from one batched pass.
+    static func batchedLogits(_ ids: [Int32]) -> [[Float]] {
+        let state = RunState(config: model.config, capacity: ids.count, contextLength: ids.count)
+        model.forward(Batch(sequences: [ids]), state)
+        return (0..<ids.count).map { t in
+            var row = [Float](repeating: 0, count: model.config.vocabSize)
+            row.withUnsafeMutableBufferPointer { model.logits(state, token: t, into: $0.baseAddress!) }
+            return row
+        }
+    }
+
+    static func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+        zip(a, b).map { abs($0 - $1) }.max()!
+    }
+
+    @Test(arguments: [1, 37]) func cachedChunksEqualOnePass(_ chunk: Int) throws {
+        let ids = Self.tokens(150, seed: 5)
+        let reference = Self.batchedLogits(ids)
+        let m = Self.model
+        let state = RunState(config: m.config, capacity: chunk, contextLength: ids.count, cacheSlots: 1)
+        var row = [Float](repeating: 0, count: m.config.vocabSize)
+        var position = 0
+        var worst: Float = 0
+        while position < ids.count {
+            let count = min(chunk, ids.count - position)
+            let batch = Batch(tokens: Array(ids[position..<(position + count)]),
+                              spans: [SequenceSpan(start: 0, count: count, position: position, cacheSlot: 0)])
+            try m.validate(batch, state)
+            m.forward(batch, state)
+            for t in 0..<count {
+                row.withUnsafeMutableBufferPointer { m.logits(state, token: t, into: $0.baseAddress!) }
+                worst = max(worst, Self.maxDifference(row, reference[position + t]))
+            }
+            position += count
+        }
+        #expect(worst < 1e-3, "chunks of \(chunk): max |logit diff| \(worst)")
+    }
+
+    @Test func batchOfSequencesEqualsSeparatePasses() throws {
+        let sequences = [Self.tokens(70, seed: 1), Self.tokens(5, seed: 2), Self.tokens(130, seed: 3)]
+        let m = Self.model
+        let total = sequences.reduce(0) { $0 + $1.count }
+        let state = RunState(config: m.config, capacity: total, contextLength: 130)
+        let batch = Batch(sequences: sequences)
+        try m.validate(batch, state)
+        m.forward(batch, state)
+        var row = [Float](repeating: 0, count: m.config.vocabSize)
+        var worst: Float = 0
+        for (s, span) in zip(sequences, batch.spans) {
+            let reference = Self.batchedLogits(s)
+            for t in 0..<span.count {
+                row.withUnsafeMutableBufferPointer { m.logits(state, token: span.start + t, into: $0.baseAddress!) }
+                worst = max(worst, Self.maxDifference(row, reference[t]))
+            }
+        }
+        #expect(worst < 1e-3, "max |logit diff| \(worst)")
+    }
+
+    /// The tiled, threaded NLL head equals a log-softmax of the one-position logits.
+    @Test func negativeLogLikelihoodsEqualLogSoftmax() throws {
+        let m = Self.model
+        let ids = Self.tokens(100, seed: 9)
+        let state = RunState(config: m.config, capacity: ids.count, contextLength: ids.count)
+        let batch = Batch(sequences: [ids])
+        m.forward(batch, state)
+        let targets = Array(ids.dropFirst()) + [-1]
+        // A small tile and capacity: several tiles per thread, several chunks of rows.
+        let nll = m.negativeLogLikelihoods(batch, state, targets: targets,
+                                           scratch: OutputScratch(dim: m.config.dim, capacity: 33, tileRows: 50))
+        var row = [Float](repeating: 0, count: m.config.vocabSize)
+        for t in 0..<(ids.count - 1) {
+            row.withUnsafeMutableBufferPointer { m.logits(state, token: t, into: $0.baseAddress!) }
+            let top = Double(row.max()!)
+            let logSum = top + log(row.reduce(0.0) { $0 + exp(Double($1) - top) })
+            let expected = logSum - Double(row[Int(targets[t])])
+            #expect(abs(Double(nll[t]) - expected) < 1e-4, "position \(t): \(nll[t]) vs \(expected)")
+        }
+        #expect(nll.last!.isNaN)
+    }
+}
