@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import PluginHost
 import Quant
 import ZerothOrder
 
@@ -70,6 +71,12 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
     var subspaceThreshold: Double = 1e-3
 
+    @Option(name: .long, help: "Optimizer: zo-sgd (built in), or the NAME or PATH of an optimizer plugin, e.g. zo-adam, hizoo (see `plugins list`) (default: zo-sgd).")
+    var optimizer: String = "zo-sgd"
+
+    @Option(name: .long, parsing: .singleValue, help: "An optimizer option as name=value (repeatable), e.g. momentum=0.9; `plugins describe NAME` lists them.")
+    var opt: [String] = []
+
     @Option(name: .long, help: "Seed of data order and perturbations (default: 0).")
     var seed: UInt64 = 0
 
@@ -84,6 +91,15 @@ struct Train: ParsableCommand {
 
     @Option(name: .long, help: "Write one JSON object per step to this file.")
     var logJson: String?
+
+    @Option(name: .long, help: "Directory for crash-safe checkpoints (LZ4, checksummed).")
+    var checkpointDir: String?
+
+    @Option(name: .long, help: "Steps between checkpoints (default: 50).")
+    var checkpointEvery = 50
+
+    @Flag(name: .long, help: "Continue from the newest valid checkpoint in --checkpoint-dir.")
+    var resume = false
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
@@ -111,6 +127,8 @@ struct Train: ParsableCommand {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
+        if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
     }
 
     func run() throws {
@@ -151,7 +169,9 @@ struct Train: ParsableCommand {
         // Buffers sized for the largest micro-batch the data can form.
         let longest = train.map(\.tokens.count).sorted(by: >)
         let microBatchTokens = max(longest.prefix(batch).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
-        let points = settings.pointCount(needsUnperturbed: false)
+        // A plugin says up front whether it needs the loss at θ itself (one more point per step).
+        let plugin = optimizer == "zo-sgd" ? nil : try PluginHost.load(optimizer)
+        let points = settings.pointCount(needsUnperturbed: plugin?.description.needsUnperturbedLoss ?? false)
 
         // The method: its objective, held-out evaluation and adapter.
         let objective: Objective
@@ -198,7 +218,13 @@ struct Train: ParsableCommand {
             }
             warn("QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(megabytes(qzo.parameterCount * 4)) master copy)")
         }
-        let optimizer = ZOSGD(groupSizes: objective.parameters.groups.map(\.count))
+        let groups = objective.parameters.groups
+        let optimizer: Optimizer
+        if let plugin {
+            optimizer = try plugin.makeOptimizer(options: opt, groups: groups.map { ($0.name, $0.count) }, memoryBudget: nil)
+        } else {
+            optimizer = try builtInSGD(groups.map(\.count))
+        }
         let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                                   subspace: subspaceGradient, evaluate: evaluate)
 
@@ -208,9 +234,32 @@ struct Train: ParsableCommand {
                 "method": method, "steps": steps, "batch": batch, "lr": Double(settings.learningRate),
                 "eps": Double(settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
-                "data": data, "optimizer": optimizer.name,
+                "data": data, "optimizer": optimizer.name, "optimizer_options": opt,
             ])
             try adapter.write(to: out, dim: m.config.dim)
+        }
+
+        // Checkpoints: the flags that fix the trajectory must match to resume.
+        let runIdentity: [String: String] = [
+            "model_sha256": identity.sha256, "method": method, "new_tokens": newToken.joined(separator: "\u{1F}"),
+            "init_token": initToken, "data": data, "batch": "\(batch)", "lr": "\(settings.learningRate)",
+            "eps": "\(settings.epsilon)", "directions": "\(directions)", "estimator": estimator, "seed": "\(seed)",
+            "subspace": subspace, "subspace_period": "\(subspacePeriod)", "subspace_threshold": "\(subspaceThreshold)",
+            "tensors": tensors, "ddc": "\(ddc)", "train_offsets": "\(trainOffsets)", "optimizer": optimizer.name,
+            "optimizer_options": opt.joined(separator: " "),
+            "max_length": "\(length)",
+        ]
+        let store = try checkpointDir.map { try CheckpointStore(directory: $0) }
+        if resume, let store {
+            if let c = store.loadNewest(warn: warn) {
+                for (key, value) in runIdentity where c.identity[key] != value {
+                    throw ValidationError("cannot resume from \(store.path(completed: c.step - 1)): it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")
+                }
+                try trainer.restore(c)
+                warn("resuming from \(store.path(completed: c.step - 1)) at step \(c.step)")
+            } else {
+                warn("no valid checkpoint in \(store.directory); starting from step 1")
+            }
         }
 
         let initialEval = try evaluate?()
@@ -219,7 +268,7 @@ struct Train: ParsableCommand {
 
         let log = try logJson.map { try JSONLog(path: $0) }
         if let initialEval { try log?.writeInitial(evalNLL: initialEval) }
-        var progress = ProgressDisplay(total: steps)
+        var progress = ProgressDisplay(total: steps, first: trainer.step)
         var records = [StepRecord]()
         var lastEval = initialEval
         while !trainer.isFinished {
@@ -232,6 +281,9 @@ struct Train: ParsableCommand {
                 throw error
             }
             records.append(record)
+            if let store, record.step % checkpointEvery == 0 || record.step == steps {
+                try store.save(trainer.checkpoint(identity: runIdentity))
+            }
             if let e = record.evalLoss { lastEval = e }
             try log?.write(record, lr: settings.learningRate)
             progress.update(record, lastEval: lastEval)
@@ -251,6 +303,26 @@ struct Train: ParsableCommand {
             summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step 1 → \(last.step))"], at: 0)
         }
         print(table(summary))
+    }
+}
+
+extension Train {
+    /// The built-in ZO-SGD with `--opt momentum=… weight_decay=…`.
+    func builtInSGD(_ sizes: [Int]) throws -> ZOSGD {
+        var momentum: Float = 0
+        var weightDecay: Float = 0
+        for o in opt {
+            let parts = o.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Float(parts[1]), value.isFinite else {
+                throw ValidationError("--opt \(o): expected name=number for the built-in zo-sgd (options: momentum, weight_decay)")
+            }
+            switch parts[0] {
+            case "momentum": momentum = value
+            case "weight_decay": weightDecay = value
+            default: throw ValidationError("--opt \(o): the built-in zo-sgd has no option '\(parts[0])' (options: momentum, weight_decay)")
+            }
+        }
+        return ZOSGD(groupSizes: sizes, momentum: momentum, weightDecay: weightDecay)
     }
 }
 
