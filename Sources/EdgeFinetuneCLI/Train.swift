@@ -92,6 +92,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Write one JSON object per step to this file.")
     var logJson: String?
 
+    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: the run plans to stay under it (smaller passes, weights streamed from disk) or refuses before starting.")
+    var memoryBudget: String?
+
     @Option(name: .long, help: "Directory for crash-safe checkpoints (LZ4, checksummed).")
     var checkpointDir: String?
 
@@ -128,6 +131,9 @@ struct Train: ParsableCommand {
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+        }
         guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
     }
 
@@ -135,11 +141,12 @@ struct Train: ParsableCommand {
         model.applyThreads()
         let clock = ContinuousClock()
         let started = clock.now
-        let m = try LlamaModel(path: model.model)
-        let length = min(maxLength, m.config.contextLength)
         let methods = Set(method.split(separator: ",").map(String.init))
         let doesTI = methods.contains("textual-inversion")
         let doesQZO = methods.contains("qzo")
+        // New tokens join the vocabulary as the model loads: one tokenizer in memory.
+        let m = try LlamaModel(path: model.model, addedTokens: doesTI ? newToken : [])
+        let length = min(maxLength, m.config.contextLength)
 
         var settings = TrainingSettings()
         settings.steps = steps
@@ -154,7 +161,7 @@ struct Train: ParsableCommand {
         settings.clip = doesQZO ? (ddc > 0 ? ddc : nil) : nil
 
         // Data, tokenized with any new tokens.
-        let tokenizer = doesTI ? try m.tokenizer.adding(tokens: newToken) : m.tokenizer
+        let tokenizer = m.tokenizer
         var train = try Dataset.load(path: data, tokenizer: tokenizer, maxLength: length)
         var held: [Example] = []
         if let evalData {
@@ -166,12 +173,48 @@ struct Train: ParsableCommand {
             held = Array(train.prefix(n))
             train.removeFirst(n)
         }
-        // Buffers sized for the largest micro-batch the data can form.
-        let longest = train.map(\.tokens.count).sorted(by: >)
-        let microBatchTokens = max(longest.prefix(batch).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
+        // The trainable groups, known before anything is allocated: the optimizer and the
+        // memory planner need them first.
+        let patterns = tensors.split(separator: ",").map(String.init)
+        let layout: [(name: String, count: Int)] = doesTI
+            ? newToken.map { (name: "token \($0)", count: m.config.dim) }
+            : QuantScales.groupLayout(model: m, patterns: patterns, trainOffsets: trainOffsets)
+        guard !layout.isEmpty else {
+            throw ValidationError("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(tensors)")
+        }
         // A plugin says up front whether it needs the loss at θ itself (one more point per step).
         let plugin = optimizer == "zo-sgd" ? nil : try PluginHost.load(optimizer)
-        let points = settings.pointCount(needsUnperturbed: plugin?.description.needsUnperturbedLoss ?? false)
+        let optimizer: Optimizer = try plugin.map { try $0.makeOptimizer(options: opt, groups: layout, memoryBudget: nil) }
+            ?? builtInSGD(layout.map(\.count))
+        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
+
+        // The memory plan: examples per pass, and mapped or streamed weights.
+        let trainable = layout.reduce(0) { $0 + $1.count }
+        var plan: MemoryPlan?
+        if let memoryBudget {
+            let request = MemoryRequest(
+                budget: MemoryPlanner.parseSize(memoryBudget)!, config: m.config, fileBytes: m.file.fileSize,
+                largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
+                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: batch,
+                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: doesTI,
+                contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
+                otherBytes: subspace == "off" ? 0 : 4 * subspacePeriod * trainable + 4 * trainable)
+            switch MemoryPlanner.plan(request) {
+            case .success(let p): plan = p
+            case .failure(let e): throw e
+            }
+            warn("memory plan: \(plan!.description)")
+        }
+        settings.microBatchSize = plan?.microBatchSize ?? batch
+        let tileRows = plan?.tileRows ?? RunState.tileRows
+        let streamer = plan?.streaming == true ? WeightStreamer(model: m) : nil
+        if streamer != nil {
+            // Metadata and norms were copied at load; no page of the mapping is needed now.
+            m.file.mapping.release(0..<m.file.fileSize)
+        }
+        // Buffers sized for the largest micro-batch the data can form.
+        let longest = train.map(\.tokens.count).sorted(by: >)
+        let microBatchTokens = max(longest.prefix(settings.microBatchSize).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
 
         // The method: its objective, held-out evaluation and adapter.
         let objective: Objective
@@ -180,8 +223,9 @@ struct Train: ParsableCommand {
         let identity = Adapter.identity(of: m)
         var subspaceGradient: SubspaceGradient?
         if doesTI {
-            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken,
-                                          microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken, microBatchTokens: microBatchTokens,
+                                          maxPoints: points, contextLength: length, tileRows: tileRows, tokenizer: tokenizer)
+            ti.weights = streamer
             let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
             if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
                 throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
@@ -201,8 +245,9 @@ struct Train: ParsableCommand {
             }
             warn("textual inversion: \(newToken.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\"")
         } else {
-            let qzo = try QuantScales(model: m, patterns: tensors.split(separator: ",").map(String.init), trainOffsets: trainOffsets,
-                                      microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            let qzo = try QuantScales(model: m, patterns: patterns, trainOffsets: trainOffsets, microBatchTokens: microBatchTokens,
+                                      maxPoints: points, contextLength: length, tileRows: tileRows)
+            qzo.weights = streamer
             objective = qzo
             evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
                 try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].mean
@@ -218,13 +263,7 @@ struct Train: ParsableCommand {
             }
             warn("QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(megabytes(qzo.parameterCount * 4)) master copy)")
         }
-        let groups = objective.parameters.groups
-        let optimizer: Optimizer
-        if let plugin {
-            optimizer = try plugin.makeOptimizer(options: opt, groups: groups.map { ($0.name, $0.count) }, memoryBudget: nil)
-        } else {
-            optimizer = try builtInSGD(groups.map(\.count))
-        }
+        precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
         let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                                   subspace: subspaceGradient, evaluate: evaluate)
 
@@ -277,7 +316,10 @@ struct Train: ParsableCommand {
                 record = try trainer.runStep()
             } catch {
                 // Keep what was learned up to the last good step.
-                if case .nonFiniteLoss = error { try? writeAdapter() }
+                switch error {
+                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: try? writeAdapter()
+                default: break
+                }
                 throw error
             }
             records.append(record)

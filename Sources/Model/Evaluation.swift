@@ -27,6 +27,8 @@ public final class Evaluator {
     public let model: LlamaModel
     public let state: RunState
     public let output: OutputScratch
+    /// Where weights are read from (nil: the mapped file).
+    public var weights: WeightSource?
 
     /// `capacity`: tokens per pass (at least the longest example).
     public init(model: LlamaModel, capacity: Int, contextLength: Int) {
@@ -60,9 +62,9 @@ public final class Evaluator {
             }
             let batch = Batch(sequences: group.map(\.tokens), variants: Array(repeating: variant, count: group.count))
             try model.validate(batch, state, extra: extra)
-            model.forward(batch, state, extra: extra)
+            model.forward(batch, state, extra: extra, weights: weights)
             let targets = group.flatMap(\.targets)
-            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output)
+            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
             for span in batch.spans {
                 var r = EvaluationResult()
                 for t in span.start..<(span.start + span.count) where targets[t] >= 0 {

@@ -38,9 +38,15 @@ public final class OutputScratch {
 extension LlamaModel {
     /// Logits of the position of token `t` (after `forward`), the vocabulary then the extra tokens.
     public func logits(_ state: RunState, token t: Int, extra: ExtraTokens? = nil, variant: Int = 0,
-                       into out: UnsafeMutablePointer<Float>) {
+                       into out: UnsafeMutablePointer<Float>, weights: WeightSource? = nil) {
         let h = state.xb.pointer + t * config.dim
-        matmul(weight(output), h, n: 1, out, scratch: state.scratch)
+        let source = weights ?? self
+        var v0 = 0
+        while v0 < config.vocabSize {
+            let count = min(source.outputTileRows, config.vocabSize - v0)
+            matmul(source.outputRows(v0..<(v0 + count)), h, n: 1, out + v0, scratch: state.scratch)
+            v0 += count
+        }
         if let extra {
             for e in 0..<extra.count {
                 out[config.vocabSize + e] = dotF32(extra.tables[variant] + e * config.dim, h, count: config.dim)
@@ -51,7 +57,8 @@ extension LlamaModel {
     /// Negative log-likelihood (nats) of `targets[t]` at each token t of the batch
     /// (after `forward`); targets < 0 are skipped and give NaN.
     public func negativeLogLikelihoods(_ batch: Batch, _ state: RunState, targets: [Int32],
-                                       extra: ExtraTokens? = nil, scratch o: OutputScratch) -> [Float] {
+                                       extra: ExtraTokens? = nil, scratch o: OutputScratch,
+                                       weights: WeightSource? = nil) -> [Float] {
         var result = [Float](repeating: .nan, count: batch.count)
         // Rows that have a target, with their sequence's variant.
         var rows = [Int]()
@@ -67,7 +74,7 @@ extension LlamaModel {
             let chunk = Array(rows[begin..<min(rows.count, begin + o.capacity)])
             let chunkVariants = Array(variants[begin..<min(rows.count, begin + o.capacity)])
             let nll = chunkNLL(chunk, variants: chunkVariants, targets: chunk.map { targets[$0] },
-                               state, extra: extra, scratch: o)
+                               state, extra: extra, scratch: o, weights: weights ?? self)
             for (i, t) in chunk.enumerated() { result[t] = nll[i] }
             begin += o.capacity
         }
@@ -75,11 +82,10 @@ extension LlamaModel {
     }
 
     private func chunkNLL(_ rows: [Int], variants: [Int], targets: [Int32], _ state: RunState,
-                          extra: ExtraTokens?, scratch o: OutputScratch) -> [Float] {
+                          extra: ExtraTokens?, scratch o: OutputScratch, weights source: WeightSource) -> [Float] {
         let dim = config.dim
         let m = rows.count
         let vocab = config.vocabSize
-        let w = weight(output)
         // Gather the rows' normed hidden states: H (m, dim)
         for (i, t) in rows.enumerated() {
             (o.hidden.pointer + i * dim).update(from: state.xb.pointer + t * dim, count: dim)
@@ -93,10 +99,11 @@ extension LlamaModel {
         // Tiles of the vocabulary: logits L (m, tile) = H · W[tile]ᵀ, folded into a running log-sum-exp
         var v0 = 0
         while v0 < vocab {
-            let count = min(o.tileRows, vocab - v0, state.scratch.tileRows)
+            let count = min(o.tileRows, vocab - v0, state.scratch.tileRows, source.outputTileRows)
             let tile = state.scratch.buffer
+            let w = source.outputRows(v0..<(v0 + count))
             Parallel.forRanges(count, granule: 8) { r in
-                w.dequantize(rows: (v0 + r.lowerBound)..<(v0 + r.upperBound), into: tile + r.lowerBound * dim)
+                w.dequantize(rows: r, into: tile + r.lowerBound * dim)
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(count), Int32(dim),
                         1, o.hidden.pointer, Int32(dim), tile, Int32(dim), 0, o.logits.pointer, Int32(count))

@@ -230,7 +230,7 @@ public final class Trainer {
         objective.parameters.constrain()
         for group in groups where !(0..<group.count).allSatisfy({ group.values[$0].isFinite }) {
             restore(groups, from: backup)
-            throw .nonFiniteLoss(step: s, loss: .nan)
+            throw .nonFiniteUpdate(step: s)
         }
         subspace?.record(step: s, groups: groups)
 

@@ -123,7 +123,10 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
         var failed = false
         for _ in 0..<5 {
             do { try trainer.runStep() } catch {
-                guard case .nonFiniteLoss = error else { Issue.record("unexpected \(error)"); return }
+                switch error {
+                case .nonFiniteLoss, .nonFiniteUpdate: break
+                default: Issue.record("unexpected \(error)"); return
+                }
                 failed = true
                 break
             }
