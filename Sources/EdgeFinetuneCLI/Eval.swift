@@ -24,6 +24,9 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
     var adapter: String?
 
+    @Option(name: .long, help: "Also report the mean KL divergence from this model's next-token distributions (e.g. the original of a requantized model).")
+    var referenceModel: String?
+
     @Option(name: .long, help: "Memory budget, e.g. 64M: evaluate in smaller passes and stream weights from disk to stay under it, or refuse.")
     var memoryBudget: String?
 
@@ -61,10 +64,20 @@ struct Eval: ParsableCommand {
                                   output: OutputScratch(dim: m.config.dim, capacity: min(capacity, 256)))
         evaluator.weights = streamer
         let result = try evaluator.evaluate(examples, extra: applied?.extra)
+        var kl: Double?
+        if let referenceModel {
+            let reference = try LlamaModel(path: referenceModel)
+            let longest = examples.map(\.tokens.count).max() ?? 1
+            kl = try evaluator.klDivergence(from: Evaluator(model: reference, capacity: longest, contextLength: length), examples,
+                                            extra: applied?.extra)
+        }
         if json {
-            print(jsonText(["tokens": result.tokens, "nll": result.nll, "ppl": result.perplexity]))
+            var object: [String: Any] = ["tokens": result.tokens, "nll": result.nll, "ppl": result.perplexity]
+            if let kl { object["kl"] = kl }
+            print(jsonText(object))
         } else {
-            print("\(examples.count) examples, \(result.tokens) scored tokens: NLL \(fixed(result.nll)) nats, perplexity \(fixed(result.perplexity, 2))")
+            print("\(examples.count) examples, \(result.tokens) scored tokens: NLL \(fixed(result.nll)) nats, perplexity \(fixed(result.perplexity, 2))"
+                  + (kl.map { ", KL from the reference \(fixed($0, 5)) nats" } ?? ""))
         }
     }
 }
