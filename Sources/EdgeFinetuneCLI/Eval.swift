@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Model
+import Quant
 import ZerothOrder
 
 struct Eval: ParsableCommand {
@@ -23,25 +24,75 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
     var adapter: String?
 
+    @Option(name: .long, help: "Also report the mean KL divergence from this model's next-token distributions (e.g. the original of a requantized model).")
+    var referenceModel: String?
+
+    @Option(name: .long, help: "Memory budget, e.g. 64M: evaluate in smaller passes and stream weights from disk to stay under it, or refuse.")
+    var memoryBudget: String?
+
     @Flag(name: .long, help: "Print {\"tokens\": N, \"nll\": x, \"ppl\": y}.")
     var json = false
 
     func validate() throws {
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+        }
     }
 
     func run() throws {
         model.applyThreads()
-        let m = try LlamaModel(path: model.model)
+        let m = try LlamaModel(path: model.model, addedTokens: try adapter.map { try Adapter.newTokens(atPath: $0) } ?? [])
         let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
         let length = min(maxLength, m.config.contextLength)
         let examples = try Dataset.load(path: data, tokenizer: applied?.tokenizer ?? m.tokenizer, maxLength: length)
-        let evaluator = Evaluator(model: m, capacity: max(length, 256), contextLength: length)
-        let result = try evaluator.evaluate(examples, extra: applied?.extra)
-        if json {
-            print(jsonText(["tokens": result.tokens, "nll": result.nll, "ppl": result.perplexity]))
-        } else {
-            print("\(examples.count) examples, \(result.tokens) scored tokens: NLL \(fixed(result.nll)) nats, perplexity \(fixed(result.perplexity, 2))")
+        var capacity = max(length, 256)
+        var streamer: WeightStreamer?
+        var tileRows = RunState.tileRows
+        if let memoryBudget {
+            let plan = try inferencePlan(model: m, budget: MemoryPlanner.parseSize(memoryBudget)!,
+                                         lengths: examples.map(\.tokens.count), contextLength: length)
+            warn("memory plan: \(plan.description)")
+            capacity = max(plan.passTokens, examples.map(\.tokens.count).max() ?? 1)
+            tileRows = plan.tileRows
+            if plan.streaming {
+                streamer = WeightStreamer(model: m)
+                m.file.mapping.release(0..<m.file.fileSize)
+            }
         }
+        let evaluator = Evaluator(model: m, state: RunState(config: m.config, capacity: capacity, contextLength: length, tileRows: tileRows),
+                                  output: OutputScratch(dim: m.config.dim, capacity: min(capacity, 256)))
+        evaluator.weights = streamer
+        let result = try evaluator.evaluate(examples, extra: applied?.extra)
+        var kl: Double?
+        if let referenceModel {
+            let reference = try LlamaModel(path: referenceModel)
+            let longest = examples.map(\.tokens.count).max() ?? 1
+            kl = try evaluator.klDivergence(from: Evaluator(model: reference, capacity: longest, contextLength: length), examples,
+                                            extra: applied?.extra)
+        }
+        if json {
+            var object: [String: Any] = ["tokens": result.tokens, "nll": result.nll, "ppl": result.perplexity]
+            if let kl { object["kl"] = kl }
+            print(jsonText(object))
+        } else {
+            print("\(examples.count) examples, \(result.tokens) scored tokens: NLL \(fixed(result.nll)) nats, perplexity \(fixed(result.perplexity, 2))"
+                  + (kl.map { ", KL from the reference \(fixed($0, 5)) nats" } ?? ""))
+        }
+    }
+}
+
+/// The memory plan of an inference command: one stream, nothing trained; `otherBytes`
+/// carries what the command adds (a KV cache, a logits row).
+func inferencePlan(model m: LlamaModel, budget: Int, lengths: [Int], contextLength: Int, otherBytes: Int = 0) throws -> MemoryPlan {
+    let request = MemoryRequest(
+        budget: budget, config: m.config, fileBytes: m.file.fileSize, largestLayerBytes: m.layerBytes.max() ?? 0,
+        outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
+        vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: max(1, lengths.count),
+        exampleLengths: lengths, points: 1, pointsShareAPass: true, contextLength: contextLength, trainableValues: 0,
+        optimizerStateBytes: 0, otherBytes: otherBytes)
+    switch MemoryPlanner.plan(request) {
+    case .success(let p): return p
+    case .failure(let e): throw e
     }
 }

@@ -37,17 +37,23 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
     var adapter: String?
 
+    @Option(name: .long, help: "Memory budget, e.g. 64M: stream weights from disk to stay under it, or refuse.")
+    var memoryBudget: String?
+
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more (got \(temperature))") }
         guard topK >= 0 else { throw ValidationError("--top-k must be 0 or more (got \(topK))") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
+        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+        }
     }
 
     func run() throws {
         model.applyThreads()
-        let m = try LlamaModel(path: model.model)
+        let m = try LlamaModel(path: model.model, addedTokens: try adapter.map { try Adapter.newTokens(atPath: $0) } ?? [])
         let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
         let tokenizer = applied?.tokenizer ?? m.tokenizer
         var text = prompt
@@ -58,8 +64,20 @@ struct Generate: ParsableCommand {
         guard ids.count + maxTokens <= m.config.contextLength else {
             throw ModelError.contextOverflow(tokens: ids.count + maxTokens, contextLength: m.config.contextLength)
         }
-        let generator = Generator(model: m, contextLength: ids.count + maxTokens, promptCapacity: min(ids.count, 512),
-                                  extra: applied?.extra)
+        let context = ids.count + maxTokens
+        var streamer: WeightStreamer?
+        if let memoryBudget {
+            let cache = 4 * 2 * m.config.layerCount * context * m.config.kvDim + 4 * m.vocabularySize(extra: applied?.extra)
+            let plan = try inferencePlan(model: m, budget: MemoryPlanner.parseSize(memoryBudget)!, lengths: [min(ids.count, 512)],
+                                         contextLength: context, otherBytes: cache)
+            warn("memory plan: \(plan.description)")
+            if plan.streaming {
+                streamer = WeightStreamer(model: m)
+                m.file.mapping.release(0..<m.file.fileSize)
+            }
+        }
+        let generator = Generator(model: m, contextLength: context, promptCapacity: min(ids.count, 512), extra: applied?.extra)
+        generator.weights = streamer
         var decoder = StreamingDecoder(tokenizer: tokenizer)
         let out = FileHandle.standardOutput
         let start = Date()

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import PluginHost
 import Quant
 import ZerothOrder
 
@@ -70,6 +71,12 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
     var subspaceThreshold: Double = 1e-3
 
+    @Option(name: .long, help: "Optimizer: zo-sgd (built in), or the NAME or PATH of an optimizer plugin, e.g. zo-adam, hizoo (see `plugins list`) (default: zo-sgd).")
+    var optimizer: String = "zo-sgd"
+
+    @Option(name: .long, parsing: .singleValue, help: "An optimizer option as name=value (repeatable), e.g. momentum=0.9; `plugins describe NAME` lists them.")
+    var opt: [String] = []
+
     @Option(name: .long, help: "Seed of data order and perturbations (default: 0).")
     var seed: UInt64 = 0
 
@@ -84,6 +91,18 @@ struct Train: ParsableCommand {
 
     @Option(name: .long, help: "Write one JSON object per step to this file.")
     var logJson: String?
+
+    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: the run plans to stay under it (smaller passes, weights streamed from disk) or refuses before starting.")
+    var memoryBudget: String?
+
+    @Option(name: .long, help: "Directory for crash-safe checkpoints (LZ4, checksummed).")
+    var checkpointDir: String?
+
+    @Option(name: .long, help: "Steps between checkpoints (default: 50).")
+    var checkpointEvery = 50
+
+    @Flag(name: .long, help: "Continue from the newest valid checkpoint in --checkpoint-dir.")
+    var resume = false
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
@@ -111,17 +130,23 @@ struct Train: ParsableCommand {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
+        if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+        }
+        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
     }
 
     func run() throws {
         model.applyThreads()
         let clock = ContinuousClock()
         let started = clock.now
-        let m = try LlamaModel(path: model.model)
-        let length = min(maxLength, m.config.contextLength)
         let methods = Set(method.split(separator: ",").map(String.init))
         let doesTI = methods.contains("textual-inversion")
         let doesQZO = methods.contains("qzo")
+        // New tokens join the vocabulary as the model loads: one tokenizer in memory.
+        let m = try LlamaModel(path: model.model, addedTokens: doesTI ? newToken : [])
+        let length = min(maxLength, m.config.contextLength)
 
         var settings = TrainingSettings()
         settings.steps = steps
@@ -136,7 +161,7 @@ struct Train: ParsableCommand {
         settings.clip = doesQZO ? (ddc > 0 ? ddc : nil) : nil
 
         // Data, tokenized with any new tokens.
-        let tokenizer = doesTI ? try m.tokenizer.adding(tokens: newToken) : m.tokenizer
+        let tokenizer = m.tokenizer
         var train = try Dataset.load(path: data, tokenizer: tokenizer, maxLength: length)
         var held: [Example] = []
         if let evalData {
@@ -148,10 +173,48 @@ struct Train: ParsableCommand {
             held = Array(train.prefix(n))
             train.removeFirst(n)
         }
+        // The trainable groups, known before anything is allocated: the optimizer and the
+        // memory planner need them first.
+        let patterns = tensors.split(separator: ",").map(String.init)
+        let layout: [(name: String, count: Int)] = doesTI
+            ? newToken.map { (name: "token \($0)", count: m.config.dim) }
+            : QuantScales.groupLayout(model: m, patterns: patterns, trainOffsets: trainOffsets)
+        guard !layout.isEmpty else {
+            throw ValidationError("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(tensors)")
+        }
+        // A plugin says up front whether it needs the loss at θ itself (one more point per step).
+        let plugin = optimizer == "zo-sgd" ? nil : try PluginHost.load(optimizer)
+        let optimizer: Optimizer = try plugin.map { try $0.makeOptimizer(options: opt, groups: layout, memoryBudget: nil) }
+            ?? builtInSGD(layout.map(\.count))
+        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
+
+        // The memory plan: examples per pass, and mapped or streamed weights.
+        let trainable = layout.reduce(0) { $0 + $1.count }
+        var plan: MemoryPlan?
+        if let memoryBudget {
+            let request = MemoryRequest(
+                budget: MemoryPlanner.parseSize(memoryBudget)!, config: m.config, fileBytes: m.file.fileSize,
+                largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
+                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: batch,
+                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: doesTI,
+                contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
+                otherBytes: subspace == "off" ? 0 : 4 * subspacePeriod * trainable + 4 * trainable)
+            switch MemoryPlanner.plan(request) {
+            case .success(let p): plan = p
+            case .failure(let e): throw e
+            }
+            warn("memory plan: \(plan!.description)")
+        }
+        settings.microBatchSize = plan?.microBatchSize ?? batch
+        let tileRows = plan?.tileRows ?? RunState.tileRows
+        let streamer = plan?.streaming == true ? WeightStreamer(model: m) : nil
+        if streamer != nil {
+            // Metadata and norms were copied at load; no page of the mapping is needed now.
+            m.file.mapping.release(0..<m.file.fileSize)
+        }
         // Buffers sized for the largest micro-batch the data can form.
         let longest = train.map(\.tokens.count).sorted(by: >)
-        let microBatchTokens = max(longest.prefix(batch).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
-        let points = settings.pointCount(needsUnperturbed: false)
+        let microBatchTokens = max(longest.prefix(settings.microBatchSize).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
 
         // The method: its objective, held-out evaluation and adapter.
         let objective: Objective
@@ -160,8 +223,9 @@ struct Train: ParsableCommand {
         let identity = Adapter.identity(of: m)
         var subspaceGradient: SubspaceGradient?
         if doesTI {
-            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken,
-                                          microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken, microBatchTokens: microBatchTokens,
+                                          maxPoints: points, contextLength: length, tileRows: tileRows, tokenizer: tokenizer)
+            ti.weights = streamer
             let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
             if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
                 throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
@@ -181,8 +245,9 @@ struct Train: ParsableCommand {
             }
             warn("textual inversion: \(newToken.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\"")
         } else {
-            let qzo = try QuantScales(model: m, patterns: tensors.split(separator: ",").map(String.init), trainOffsets: trainOffsets,
-                                      microBatchTokens: microBatchTokens, maxPoints: points, contextLength: length)
+            let qzo = try QuantScales(model: m, patterns: patterns, trainOffsets: trainOffsets, microBatchTokens: microBatchTokens,
+                                      maxPoints: points, contextLength: length, tileRows: tileRows)
+            qzo.weights = streamer
             objective = qzo
             evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
                 try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].mean
@@ -198,7 +263,7 @@ struct Train: ParsableCommand {
             }
             warn("QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(megabytes(qzo.parameterCount * 4)) master copy)")
         }
-        let optimizer = ZOSGD(groupSizes: objective.parameters.groups.map(\.count))
+        precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
         let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                                   subspace: subspaceGradient, evaluate: evaluate)
 
@@ -208,9 +273,32 @@ struct Train: ParsableCommand {
                 "method": method, "steps": steps, "batch": batch, "lr": Double(settings.learningRate),
                 "eps": Double(settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
-                "data": data, "optimizer": optimizer.name,
+                "data": data, "optimizer": optimizer.name, "optimizer_options": opt,
             ])
             try adapter.write(to: out, dim: m.config.dim)
+        }
+
+        // Checkpoints: the flags that fix the trajectory must match to resume.
+        let runIdentity: [String: String] = [
+            "model_sha256": identity.sha256, "method": method, "new_tokens": newToken.joined(separator: "\u{1F}"),
+            "init_token": initToken, "data": data, "batch": "\(batch)", "lr": "\(settings.learningRate)",
+            "eps": "\(settings.epsilon)", "directions": "\(directions)", "estimator": estimator, "seed": "\(seed)",
+            "subspace": subspace, "subspace_period": "\(subspacePeriod)", "subspace_threshold": "\(subspaceThreshold)",
+            "tensors": tensors, "ddc": "\(ddc)", "train_offsets": "\(trainOffsets)", "optimizer": optimizer.name,
+            "optimizer_options": opt.joined(separator: " "),
+            "max_length": "\(length)",
+        ]
+        let store = try checkpointDir.map { try CheckpointStore(directory: $0) }
+        if resume, let store {
+            if let c = store.loadNewest(warn: warn) {
+                for (key, value) in runIdentity where c.identity[key] != value {
+                    throw ValidationError("cannot resume from \(store.path(completed: c.step - 1)): it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")
+                }
+                try trainer.restore(c)
+                warn("resuming from \(store.path(completed: c.step - 1)) at step \(c.step)")
+            } else {
+                warn("no valid checkpoint in \(store.directory); starting from step 1")
+            }
         }
 
         let initialEval = try evaluate?()
@@ -219,7 +307,7 @@ struct Train: ParsableCommand {
 
         let log = try logJson.map { try JSONLog(path: $0) }
         if let initialEval { try log?.writeInitial(evalNLL: initialEval) }
-        var progress = ProgressDisplay(total: steps)
+        var progress = ProgressDisplay(total: steps, first: trainer.step)
         var records = [StepRecord]()
         var lastEval = initialEval
         while !trainer.isFinished {
@@ -228,10 +316,16 @@ struct Train: ParsableCommand {
                 record = try trainer.runStep()
             } catch {
                 // Keep what was learned up to the last good step.
-                if case .nonFiniteLoss = error { try? writeAdapter() }
+                switch error {
+                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: try? writeAdapter()
+                default: break
+                }
                 throw error
             }
             records.append(record)
+            if let store, record.step % checkpointEvery == 0 || record.step == steps {
+                try store.save(trainer.checkpoint(identity: runIdentity))
+            }
             if let e = record.evalLoss { lastEval = e }
             try log?.write(record, lr: settings.learningRate)
             progress.update(record, lastEval: lastEval)
@@ -251,6 +345,26 @@ struct Train: ParsableCommand {
             summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step 1 → \(last.step))"], at: 0)
         }
         print(table(summary))
+    }
+}
+
+extension Train {
+    /// The built-in ZO-SGD with `--opt momentum=… weight_decay=…`.
+    func builtInSGD(_ sizes: [Int]) throws -> ZOSGD {
+        var momentum: Float = 0
+        var weightDecay: Float = 0
+        for o in opt {
+            let parts = o.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Float(parts[1]), value.isFinite else {
+                throw ValidationError("--opt \(o): expected name=number for the built-in zo-sgd (options: momentum, weight_decay)")
+            }
+            switch parts[0] {
+            case "momentum": momentum = value
+            case "weight_decay": weightDecay = value
+            default: throw ValidationError("--opt \(o): the built-in zo-sgd has no option '\(parts[0])' (options: momentum, weight_decay)")
+            }
+        }
+        return ZOSGD(groupSizes: sizes, momentum: momentum, weightDecay: weightDecay)
     }
 }
 

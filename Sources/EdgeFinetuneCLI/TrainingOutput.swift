@@ -11,14 +11,18 @@ struct ProgressDisplay {
     private var runningLoss: Double?
     private var lastPrinted = ContinuousClock.now
 
-    init(total: Int) {
+    /// Steps done before this run started (when resuming).
+    private let skipped: Int
+
+    init(total: Int, first: Int = 1) {
         self.total = total
+        skipped = first - 1
     }
 
     mutating func update(_ r: StepRecord, lastEval: Double?) {
         runningLoss = runningLoss.map { 0.9 * $0 + 0.1 * r.loss } ?? r.loss
         let elapsed = (ContinuousClock.now - started).seconds
-        let rate = Double(r.step) / max(elapsed, 1e-9)
+        let rate = Double(r.step - skipped) / max(elapsed, 1e-9)
         let eta = Double(total - r.step) / max(rate, 1e-9)
         let evalText = lastEval.map { String(format: " eval %.4f", $0) } ?? ""
         let text = String(format: "%d/%d loss %.4f%@ %.2f steps/s ETA %@ RSS %@",

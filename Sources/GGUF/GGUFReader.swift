@@ -1,6 +1,10 @@
 // GGUF reader over mmap: parses the layout documented in GGUFFormat.swift, checking
 // every count, length, offset and size against the file before using it.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What one tensor is and where its bytes are.
 public struct GGUFTensorInfo: Equatable, Sendable {
     public var name: String
@@ -176,6 +180,21 @@ public final class GGUFFile: @unchecked Sendable {
     /// The tensor's bytes, a view into the mapping (valid while this file is alive).
     public func bytes(of tensor: GGUFTensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: mapping.bytes[fileRange(of: tensor)])
+    }
+
+    /// Copies the tensor's bytes into `buffer` (at least `tensor.byteCount` bytes) with
+    /// pread, without touching the mapping (so its pages stay out of the resident set).
+    /// Returns false if the file could not be read.
+    public func read(_ tensor: GGUFTensorInfo, into buffer: UnsafeMutableRawPointer) -> Bool {
+        let range = fileRange(of: tensor)
+        var done = 0
+        while done < range.count {
+            let n = pread(mapping.descriptor, buffer + done, range.count - done, off_t(range.lowerBound + done))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            done += n
+        }
+        return true
     }
 
     /// The tensor's bytes by name, or nil if there is no such tensor.

@@ -100,12 +100,34 @@ public struct SHA256 {
     }
 }
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension GGUFFile {
     /// SHA-256 of every tensor's bytes, in file order: the model's identity, which
-    /// survives edits of its metadata.
+    /// survives edits of its metadata. Read with pread in chunks, so hashing a model does
+    /// not pull its pages into the resident set.
     public func tensorDataSHA256() -> String {
         var h = SHA256()
-        for t in tensors { h.update(bytes(of: t)) }
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        defer { buffer.deallocate() }
+        for t in tensors {
+            let range = fileRange(of: t)
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                let n = min(chunk, range.upperBound - offset)
+                let got = pread(mapping.descriptor, buffer.baseAddress!, n, off_t(offset))
+                if got <= 0 {
+                    // Unreadable now: fall back to the mapping for the rest of this tensor.
+                    h.update(UnsafeRawBufferPointer(rebasing: mapping.bytes[offset..<range.upperBound]))
+                    break
+                }
+                h.update(UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+                offset += got
+            }
+        }
         return SHA256.hexString(h.finalize())
     }
 }

@@ -27,6 +27,8 @@ public final class Evaluator {
     public let model: LlamaModel
     public let state: RunState
     public let output: OutputScratch
+    /// Where weights are read from (nil: the mapped file).
+    public var weights: WeightSource?
 
     /// `capacity`: tokens per pass (at least the longest example).
     public init(model: LlamaModel, capacity: Int, contextLength: Int) {
@@ -60,9 +62,9 @@ public final class Evaluator {
             }
             let batch = Batch(sequences: group.map(\.tokens), variants: Array(repeating: variant, count: group.count))
             try model.validate(batch, state, extra: extra)
-            model.forward(batch, state, extra: extra)
+            model.forward(batch, state, extra: extra, weights: weights)
             let targets = group.flatMap(\.targets)
-            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output)
+            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
             for span in batch.spans {
                 var r = EvaluationResult()
                 for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
@@ -81,5 +83,41 @@ public final class Evaluator {
             $0.tokens += $1.tokens
             $0.totalNLL += $1.totalNLL
         }
+    }
+}
+
+extension Evaluator {
+    /// Mean KL(reference ‖ model) of the next-token distributions over the scored positions
+    /// of `examples`: how far this model's predictions are from `reference`'s (e.g. a
+    /// requantized model against the original). Both models must share the vocabulary.
+    public func klDivergence(from reference: Evaluator, _ examples: [Example], extra: ExtraTokens? = nil) throws(ModelError) -> Double {
+        let vocab = model.config.vocabSize
+        guard reference.model.config.vocabSize == vocab else {
+            throw .unsupportedFeature("the reference model's vocabulary (\(reference.model.config.vocabSize)) differs from this model's (\(vocab))")
+        }
+        let p = FloatBuffer(count: vocab)
+        let q = FloatBuffer(count: vocab)
+        var total = 0.0
+        var count = 0
+        for example in examples {
+            let batch = Batch(sequences: [example.tokens])
+            try model.validate(batch, state, extra: extra)
+            try reference.model.validate(batch, reference.state)
+            model.forward(batch, state, extra: extra, weights: weights)
+            reference.model.forward(batch, reference.state, weights: reference.weights)
+            for t in 0..<example.tokens.count where example.targets[t] >= 0 {
+                reference.model.logits(reference.state, token: t, into: p.pointer, weights: reference.weights)
+                model.logits(state, token: t, into: q.pointer, weights: weights)
+                softmax(p.pointer, count: vocab)
+                softmax(q.pointer, count: vocab)
+                var kl = 0.0
+                for v in 0..<vocab where p[v] > 0 {
+                    kl += Double(p[v]) * (log(Double(p[v])) - log(max(Double(q[v]), 1e-45)))
+                }
+                total += kl
+                count += 1
+            }
+        }
+        return count > 0 ? total / Double(count) : .nan
     }
 }

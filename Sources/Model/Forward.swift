@@ -109,7 +109,8 @@ public final class RunState {
     /// Rows of a weight matrix dequantized per tile in the many-token path.
     public static let tileRows = 1024
 
-    public init(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0) {
+    /// `tileRows`: rows of a weight matrix dequantized at a time (smaller saves memory).
+    public init(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0, tileRows: Int = RunState.tileRows) {
         config = c
         self.capacity = capacity
         self.contextLength = contextLength
@@ -125,7 +126,7 @@ public final class RunState {
         up = FloatBuffer(count: capacity * c.ffnDim)
         scoreStride = min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
         scores = FloatBuffer(count: threads * scoreStride)
-        scratch = MatmulScratch(tileRows: Self.tileRows, cols: max(c.dim, c.ffnDim, c.qDim))
+        scratch = MatmulScratch(tileRows: tileRows, cols: max(c.dim, c.ffnDim, c.qDim))
 
         // Rotation angles: position p, pair i turns by p · base^(−2i / ropeDim), in double precision.
         let half = c.headDim / 2
@@ -148,7 +149,8 @@ public final class RunState {
     }
 
     /// Bytes a state of this shape will allocate, without allocating it.
-    public static func estimatedBytes(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0) -> Int {
+    public static func estimatedBytes(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0,
+                                      tileRows: Int = RunState.tileRows) -> Int {
         let perToken = 3 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim
         let scores = max(1, Parallel.threadCount) * min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
         let rope = contextLength * c.headDim
@@ -203,19 +205,21 @@ extension LlamaModel {
         }
     }
 
-    /// The whole pass: embeddings, every block, final norm into `state.xb`.
-    public func forward(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil) {
-        Profile.measure(.embed) { embed(batch, state, extra: extra) }
+    /// The whole pass: embeddings, every block, final norm into `state.xb`. Weights come
+    /// from `weights` (default: the mapped file).
+    public func forward(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil, weights: WeightSource? = nil) {
+        let source = weights ?? self
+        Profile.measure(.embed) { embed(batch, state, extra: extra, weights: source) }
         for l in 0..<config.layerCount {
-            block(l, layerWeights(l), batch, state)
+            block(l, source.layer(l), batch, state)
         }
         Profile.measure(.finalNorm) { finalNorm(batch, state) }
     }
 
     /// x[t] = embedding of token t (extra tokens from their variant's table).
-    public func embed(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil) {
+    public func embed(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil, weights: WeightSource? = nil) {
         let dim = config.dim
-        let table = weight(tokenEmbedding)
+        let source = weights ?? self
         for span in batch.spans {
             for t in span.start..<(span.start + span.count) {
                 let id = Int(batch.tokens[t])
@@ -224,7 +228,7 @@ extension LlamaModel {
                     let src = extra.tables[span.variant] + (id - extra.firstID) * dim
                     row.update(from: src, count: dim)
                 } else {
-                    table.dequantize(rows: id..<(id + 1), into: row)
+                    source.embedding(id, into: row)
                 }
             }
         }

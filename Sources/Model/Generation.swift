@@ -8,6 +8,8 @@ public final class Generator {
     public let model: LlamaModel
     public let state: RunState
     public let extra: ExtraTokens?
+    /// Where weights are read from (nil: the mapped file).
+    public var weights: WeightSource?
     private var logits: FloatBuffer
 
     /// Room for `contextLength` positions (prompt plus generated tokens).
@@ -38,10 +40,10 @@ public final class Generator {
             let batch = Batch(tokens: Array(prompt[position..<(position + count)]),
                               spans: [SequenceSpan(start: 0, count: count, position: position, cacheSlot: 0)])
             try model.validate(batch, state, extra: extra)
-            model.forward(batch, state, extra: extra)
+            model.forward(batch, state, extra: extra, weights: weights)
             position += count
             if position == prompt.count {
-                model.logits(state, token: count - 1, extra: extra, into: logits.pointer)
+                model.logits(state, token: count - 1, extra: extra, into: logits.pointer, weights: weights)
             }
         }
 
@@ -52,8 +54,8 @@ public final class Generator {
             output.append(next)
             guard onToken(next), output.count < maxTokens else { break }
             let batch = Batch(tokens: [next], spans: [SequenceSpan(start: 0, count: 1, position: position, cacheSlot: 0)])
-            model.forward(batch, state, extra: extra)
-            model.logits(state, token: 0, extra: extra, into: logits.pointer)
+            model.forward(batch, state, extra: extra, weights: weights)
+            model.logits(state, token: 0, extra: extra, into: logits.pointer, weights: weights)
             position += 1
         }
         return output

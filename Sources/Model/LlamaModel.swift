@@ -36,6 +36,22 @@ public struct LayerWeights {
     public var attnNorm: UnsafePointer<Float>
     public var ffnNorm: UnsafePointer<Float>
     public var wq, wk, wv, wo, wGate, wUp, wDown: WeightMatrix
+
+    /// The matrices in `LayerTensors.matrices` order: wq, wk, wv, wo, wGate, wUp, wDown.
+    public subscript(matrix i: Int) -> WeightMatrix {
+        get { [wq, wk, wv, wo, wGate, wUp, wDown][i] }
+        set {
+            switch i {
+            case 0: wq = newValue
+            case 1: wk = newValue
+            case 2: wv = newValue
+            case 3: wo = newValue
+            case 4: wGate = newValue
+            case 5: wUp = newValue
+            default: wDown = newValue
+            }
+        }
+    }
 }
 
 public final class LlamaModel: @unchecked Sendable {
@@ -55,13 +71,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// dequantizes those tensors through them instead of the file's half-precision scales.
     public var scaleOverrides: [String: BlockScales] = [:]
 
-    public convenience init(path: String) throws(ModelError) {
+    /// `addedTokens`: tokens to append to the vocabulary as user-defined tokens (textual
+    /// inversion's new tokens), so that only one tokenizer is ever built.
+    public convenience init(path: String, addedTokens: [String] = []) throws(ModelError) {
         let file: GGUFFile
         do { file = try GGUFFile(path: path) } catch { throw .file(error) }
-        try self.init(file: file)
+        try self.init(file: file, addedTokens: addedTokens)
     }
 
-    public init(file: GGUFFile) throws(ModelError) {
+    public init(file: GGUFFile, addedTokens: [String] = []) throws(ModelError) {
         self.file = file
         let m = file.metadata
         guard let arch = m.string("general.architecture") else { throw .missingKey("general.architecture") }
@@ -74,14 +92,26 @@ public final class LlamaModel: @unchecked Sendable {
         }
         let config = try LlamaConfig(metadata: m, vocabSize: embd.shape[1])
         self.config = config
-        do { tokenizer = try Tokenizer(vocabulary: TokenizerVocabulary(metadata: m)) } catch let e as TokenizerError {
+        do {
+            var vocabulary = try TokenizerVocabulary(metadata: m)
+            if !addedTokens.isEmpty {
+                let base = vocabulary.tokens.count
+                for t in addedTokens where vocabulary.tokens.contains(t) {
+                    throw ModelError.tokenizer(.tokenAlreadyExists(t, id: Int32(vocabulary.tokens.firstIndex(of: t)!)))
+                }
+                vocabulary.tokenTypes = (vocabulary.tokenTypes ?? [Int32](repeating: 1, count: base)).prefix(base)
+                    + [Int32](repeating: TokenType.userDefined.rawValue, count: addedTokens.count)
+                vocabulary.tokens += addedTokens
+            }
+            tokenizer = try Tokenizer(vocabulary: vocabulary)
+        } catch let e as TokenizerError {
             throw .tokenizer(e)
         } catch let e as ModelError {
             throw e
         } catch {
             throw .unsupportedFeature("\(error)")
         }
-        guard tokenizer.count <= config.vocabSize else {
+        guard tokenizer.count - addedTokens.count <= config.vocabSize else {
             throw .invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(tokenizer.count) tokens",
                                          why: "more than the \(config.vocabSize) rows of token_embd.weight")
         }

@@ -54,9 +54,18 @@ public final class OutputScratch {
 extension LlamaModel {
     /// Logits of the position of token `t` (after `forward`), the vocabulary then the extra tokens.
     public func logits(_ state: RunState, token t: Int, extra: ExtraTokens? = nil, variant: Int = 0,
-                       into out: UnsafeMutablePointer<Float>) {
+                       into out: UnsafeMutablePointer<Float>, weights: WeightSource? = nil) {
         let h = state.xb.pointer + t * config.dim
-        Profile.measure(.outputHead) { matmul(weight(output), h, n: 1, out, scratch: state.scratch) }
+        let source = weights ?? self
+        Profile.measure(.outputHead) {
+            // The whole matrix at once when mapped; tile by tile when streamed from disk.
+            var v0 = 0
+            while v0 < config.vocabSize {
+                let count = min(source.outputTileRows, config.vocabSize - v0)
+                matmul(source.outputRows(v0..<(v0 + count), thread: 0), h, n: 1, out + v0, scratch: state.scratch)
+                v0 += count
+            }
+        }
         if let extra {
             for e in 0..<extra.count {
                 out[config.vocabSize + e] = dotF32(extra.tables[variant] + e * config.dim, h, count: config.dim)
@@ -67,7 +76,8 @@ extension LlamaModel {
     /// Negative log-likelihood (nats) of `targets[t]` at each token t of the batch
     /// (after `forward`); targets < 0 are skipped and give NaN.
     public func negativeLogLikelihoods(_ batch: Batch, _ state: RunState, targets: [Int32],
-                                       extra: ExtraTokens? = nil, scratch o: OutputScratch) -> [Float] {
+                                       extra: ExtraTokens? = nil, scratch o: OutputScratch,
+                                       weights: WeightSource? = nil) -> [Float] {
         var result = [Float](repeating: .nan, count: batch.count)
         // Rows that have a target, with their sequence's variant.
         var rows = [Int]()
@@ -83,7 +93,8 @@ extension LlamaModel {
             let chunk = Array(rows[begin..<min(rows.count, begin + o.capacity)])
             let chunkVariants = Array(variants[begin..<min(rows.count, begin + o.capacity)])
             let nll = Profile.measure(.outputHead) {
-                chunkNLL(chunk, variants: chunkVariants, targets: chunk.map { targets[$0] }, state, extra: extra, scratch: o)
+                chunkNLL(chunk, variants: chunkVariants, targets: chunk.map { targets[$0] }, state, extra: extra, scratch: o,
+                         weights: weights ?? self)
             }
             for (i, t) in chunk.enumerated() { result[t] = nll[i] }
             begin += o.capacity
@@ -92,11 +103,10 @@ extension LlamaModel {
     }
 
     private func chunkNLL(_ rows: [Int], variants: [Int], targets: [Int32], _ state: RunState,
-                          extra: ExtraTokens?, scratch o: OutputScratch) -> [Float] {
+                          extra: ExtraTokens?, scratch o: OutputScratch, weights source: WeightSource) -> [Float] {
         let dim = config.dim
         let m = rows.count
         let vocab = config.vocabSize
-        let w = weight(output)
         // Gather the rows' normed hidden states: H (m, dim)
         for (i, t) in rows.enumerated() {
             (o.hidden.pointer + i * dim).update(from: state.xb.pointer + t * dim, count: dim)
@@ -113,13 +123,15 @@ extension LlamaModel {
                 part.targetLogit[i] = .nan
             }
         }
-        let tiles = (vocab + o.tileRows - 1) / o.tileRows
+        let tileRows = min(o.tileRows, source.outputTileRows)
+        let tiles = (vocab + tileRows - 1) / tileRows
         BLAS.useOneThread()
         let run = { (tile: Int, thread: Int) in
             let part = o.parts[thread]
-            let v0 = tile * o.tileRows
-            let count = min(o.tileRows, vocab - v0)
-            w.dequantize(rows: v0..<(v0 + count), into: part.weights.pointer)
+            let v0 = tile * tileRows
+            let count = min(tileRows, vocab - v0)
+            let w = source.outputRows(v0..<(v0 + count), thread: thread)
+            w.dequantize(rows: 0..<count, into: part.weights.pointer)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(count), Int32(dim),
                         1, o.hidden.pointer, Int32(dim), part.weights.pointer, Int32(dim), 0, part.logits.pointer, Int32(count))
             for i in 0..<m {

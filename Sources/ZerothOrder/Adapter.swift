@@ -58,6 +58,14 @@ public struct Adapter {
         do { try w.write(to: path) } catch { throw .file(error) }
     }
 
+    /// The new tokens an adapter file adds, read before the model is loaded (so the model
+    /// can be loaded with them: one tokenizer in memory).
+    public static func newTokens(atPath path: String) throws(TrainingError) -> [String] {
+        do { return try GGUFFile(path: path).metadata.strings("edge_finetune.textual_inversion.tokens") ?? [] } catch {
+            throw .file(error)
+        }
+    }
+
     /// Reads an adapter and checks it belongs to `model`.
     public static func read(path: String, for model: LlamaModel) throws(TrainingError) -> Adapter {
         let file: GGUFFile

@@ -17,9 +17,15 @@ public final class AppliedAdapter {
     public init(_ adapter: Adapter, model: LlamaModel) throws(TrainingError) {
         self.adapter = adapter
         self.model = model
+        let vocab = model.config.vocabSize
         if adapter.newTokens.isEmpty {
             tokenizer = model.tokenizer
             embeddings = nil
+        } else if model.tokenizer.count == vocab + adapter.newTokens.count,
+                  adapter.newTokens.enumerated().allSatisfy({ model.tokenizer.id(of: $1) == Int32(vocab + $0) }) {
+            // The model was loaded with the adapter's tokens.
+            tokenizer = model.tokenizer
+            embeddings = FloatBuffer(adapter.embeddings)
         } else {
             do { tokenizer = try model.tokenizer.adding(tokens: adapter.newTokens) } catch { throw .newToken("\(error)") }
             embeddings = FloatBuffer(adapter.embeddings)

@@ -92,6 +92,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case invalidSetting(String)
     /// The loss became NaN or infinite at `step`; the parameters of the step before are kept.
     case nonFiniteLoss(step: Int, loss: Double)
+    /// The update at `step` made a parameter NaN or infinite; the parameters of the step before are kept.
+    case nonFiniteUpdate(step: Int)
     case newToken(String)
     case adapter(path: String, message: String)
     case checkpoint(path: String, message: String)
@@ -105,6 +107,8 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .invalidSetting(let s): return s
         case .nonFiniteLoss(let step, let loss):
             return "the loss became \(loss) at step \(step); training stopped and the parameters from step \(step - 1) were kept (try a smaller --lr or --eps)"
+        case .nonFiniteUpdate(let step):
+            return "the update at step \(step) made parameters infinite or NaN; training stopped and the parameters from step \(step - 1) were kept (try a smaller --lr)"
         case .newToken(let s): return s
         case .adapter(let path, let message): return "\(path): \(message)"
         case .checkpoint(let path, let message): return "\(path): \(message)"

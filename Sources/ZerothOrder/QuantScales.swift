@@ -15,7 +15,8 @@
 // buffer (d₀ · (r + sign·ε·z)) that the kernels read instead of the file's half-precision
 // d, and each point's hidden states go through the block back to back (one stream per
 // point), so the block's codes are read once per step from cache. θ itself is never
-// modified by a perturbation, so nothing needs restoring.
+// modified by a perturbation, so nothing needs restoring. The block's weights are read
+// once (from the mapping, or from disk when streaming) for all points.
 
 import GGUF
 import Model
@@ -30,6 +31,8 @@ public final class QuantScales: TrainableSet, Objective {
         /// Group index of its r values; of its u values when offsets are trained.
         public let scaleGroup: Int
         public let offsetGroup: Int?
+        /// Its position in `LayerTensors.matrices` (and `LayerWeights[matrix:]`).
+        public let matrixIndex: Int
     }
 
     public let model: LlamaModel
@@ -55,12 +58,28 @@ public final class QuantScales: TrainableSet, Objective {
     private let layerScratchOffsets: [FloatBuffer]
 
     public var passCapacity: Int { microBatchTokens }
+    /// Where weights are read from (nil: the mapped file).
+    public var weights: WeightSource?
     public var parameters: TrainableSet { self }
+
+    /// The trainable groups QZO makes for `patterns` (name and value count, in group order),
+    /// without allocating anything: what the optimizer and the memory planner need first.
+    public static func groupLayout(model: LlamaModel, patterns: [String], trainOffsets: Bool) -> [(name: String, count: Int)] {
+        var out = [(name: String, count: Int)]()
+        for layer in model.layers {
+            for t in layer.matrices where t.info.type.hasBlockScales && patterns.contains(where: { wildcardMatch($0, t.name) }) {
+                let blocks = t.info.elementCount / 32
+                out.append((t.name + ".d", blocks))
+                if trainOffsets && t.info.type == .q4_1 { out.append((t.name + ".m", blocks)) }
+            }
+        }
+        return out
+    }
 
     /// Trains the block scales of every tensor whose name matches one of `patterns`
     /// (shell-style `*` wildcards) and has block scales.
     public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, minimumRatio: Float = 0.05,
-                microBatchTokens: Int, maxPoints: Int, contextLength: Int) throws(TrainingError) {
+                microBatchTokens: Int, maxPoints: Int, contextLength: Int, tileRows: Int = RunState.tileRows) throws(TrainingError) {
         self.model = model
         self.trainsOffsets = trainOffsets
         self.minimumRatio = minimumRatio
@@ -68,7 +87,7 @@ public final class QuantScales: TrainableSet, Objective {
         var values = [FloatBuffer]()
         var groups = [ParameterGroup]()
         for (l, layer) in model.layers.enumerated() {
-            for t in layer.matrices where patterns.contains(where: { wildcardMatch($0, t.name) }) {
+            for (matrixIndex, t) in layer.matrices.enumerated() where patterns.contains(where: { wildcardMatch($0, t.name) }) {
                 guard t.info.type.hasBlockScales else { continue }
                 let blocks = t.info.elementCount / 32
                 let r = FloatBuffer([Float](repeating: 1, count: blocks))
@@ -82,7 +101,7 @@ public final class QuantScales: TrainableSet, Objective {
                     groups.append(ParameterGroup(name: t.name + ".m", values: u.pointer, count: blocks))
                 }
                 targets.append(Target(tensor: t, layer: l, blocks: blocks, scaleGroup: groups.count - (offsetGroup == nil ? 1 : 2),
-                                      offsetGroup: offsetGroup))
+                                      offsetGroup: offsetGroup, matrixIndex: matrixIndex))
             }
         }
         guard !targets.isEmpty else {
@@ -93,7 +112,9 @@ public final class QuantScales: TrainableSet, Objective {
         self.groups = groups
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
-        streams = (0..<maxPoints).map { _ in RunState(config: model.config, capacity: microBatchTokens, contextLength: contextLength) }
+        streams = (0..<maxPoints).map { _ in
+            RunState(config: model.config, capacity: microBatchTokens, contextLength: contextLength, tileRows: tileRows)
+        }
         output = OutputScratch(dim: model.config.dim, capacity: min(microBatchTokens, 256))
         let perLayer = (0..<model.config.layerCount).map { l in targets.filter { $0.layer == l }.reduce(0) { $0 + $1.blocks } }.max() ?? 0
         layerScratch = (0..<maxPoints).map { _ in FloatBuffer(count: perLayer) }
@@ -102,9 +123,10 @@ public final class QuantScales: TrainableSet, Objective {
         layerOriginalOffsets = FloatBuffer(count: perLayer)
     }
 
-    /// d₀ (and m₀) of target `t` from the file into `d` (and `m`).
-    private func readOriginal(_ t: Target, d: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?) {
-        readBlockScales(t.tensor.info.type, model.file.bytes(of: t.tensor.info).baseAddress!, blocks: t.blocks, d: d, m: m)
+    /// d₀ (and m₀) of target `t` from the file (or from `data`, its bytes in a streamed block) into `d` (and `m`).
+    private func readOriginal(_ t: Target, d: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
+                              data: UnsafeRawPointer? = nil) {
+        readBlockScales(t.tensor.info.type, data ?? model.file.bytes(of: t.tensor.info).baseAddress!, blocks: t.blocks, d: d, m: m)
     }
 
     /// Trainable values.
@@ -135,7 +157,11 @@ public final class QuantScales: TrainableSet, Objective {
         let t = targets[i]
         let d0 = FloatBuffer(count: t.blocks)
         let m0 = FloatBuffer(count: t.blocks)
-        readOriginal(t, d: d0.pointer, m: t.tensor.info.type == .q4_1 ? m0.pointer : nil)
+        // Read the tensor with pread: a streaming run keeps the mapping's pages out of memory.
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: t.tensor.info.byteCount, alignment: 64)
+        defer { bytes.deallocate() }
+        let data: UnsafeRawPointer? = model.file.read(t.tensor.info, into: bytes) ? UnsafeRawPointer(bytes) : nil
+        readOriginal(t, d: d0.pointer, m: t.tensor.info.type == .q4_1 ? m0.pointer : nil, data: data)
         let r = groups[t.scaleGroup].values
         let d = (0..<t.blocks).map { d0[$0] * r[$0] }
         var m: [Float]?
@@ -174,21 +200,23 @@ public final class QuantScales: TrainableSet, Objective {
                      into sums: inout [LossSum]) throws(TrainingError) {
         let batch = Batch(sequences: examples.map(\.tokens))
         let targetsFlat = examples.flatMap(\.targets)
+        let source = weights ?? model
         for p in points.indices {
             do { try model.validate(batch, streams[p]) } catch { throw .model(error) }
-            model.embed(batch, streams[p])
+            model.embed(batch, streams[p], weights: source)
         }
-        let saved = model.scaleOverrides
-        defer { model.scaleOverrides = saved }
+        // Each block is read once; every point's stream goes through it with its own scales.
         for l in 0..<model.config.layerCount {
+            let block = source.layer(l)
             for (p, point) in points.enumerated() {
-                setLayerScales(layer: l, point: point, epsilon: epsilon, shape: shape, scratch: p)
-                model.block(l, model.layerWeights(l), batch, streams[p])
+                var w = block
+                setLayerScales(&w, layer: l, point: point, epsilon: epsilon, shape: shape, scratch: p)
+                model.block(l, w, batch, streams[p])
             }
         }
         for p in points.indices {
             model.finalNorm(batch, streams[p])
-            let nll = model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output)
+            let nll = model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output, weights: source)
             for (t, target) in targetsFlat.enumerated() where target >= 0 {
                 sums[p].tokens += 1
                 sums[p].total += Double(nll[t])
@@ -196,15 +224,16 @@ public final class QuantScales: TrainableSet, Objective {
         }
     }
 
-    /// Points the model's overrides of layer `l`'s targets at point `point`'s scales:
+    /// Points block `l`'s target matrices in `w` at point `point`'s scales:
     /// d = d₀ · (r + sign·ε·s⊙T(z)), m = m₀ + |d₀| · (u + sign·ε·s⊙T(z)).
-    private func setLayerScales(layer l: Int, point: PerturbedPoint, epsilon: Float, shape: PerturbationShape, scratch p: Int) {
+    private func setLayerScales(_ w: inout LayerWeights, layer l: Int, point: PerturbedPoint, epsilon: Float,
+                                shape: PerturbationShape, scratch p: Int) {
         var offset = 0
         for t in targets where t.layer == l {
             let d = layerScratch[p].pointer + offset
             let d0 = layerOriginalScales.pointer + offset
             let m0 = layerOriginalOffsets.pointer + offset
-            readOriginal(t, d: d0, m: t.offsetGroup != nil ? m0 : nil)
+            readOriginal(t, d: d0, m: t.offsetGroup != nil ? m0 : nil, data: w[matrix: t.matrixIndex].data)
             let r = groups[t.scaleGroup].values
             d.update(from: r, count: t.blocks)
             if let seed = point.seed {
@@ -221,7 +250,7 @@ public final class QuantScales: TrainableSet, Objective {
                 for b in 0..<t.blocks { mp[b] = m0[b] + abs(d0[b]) * mp[b] }
                 m = mp
             }
-            model.scaleOverrides[t.tensor.name] = BlockScales(d: UnsafePointer(d), m: m.map { UnsafePointer($0) })
+            w[matrix: t.matrixIndex].scales = BlockScales(d: UnsafePointer(d), m: m.map { UnsafePointer($0) })
             offset += t.blocks
         }
     }

@@ -59,6 +59,48 @@ public final class SubspaceGradient {
     /// Whether a subspace is in force.
     public var isActive: Bool { bases.contains { !$0.isEmpty } }
 
+    /// History, position and bases, for checkpoints.
+    public func saveState() -> [UInt8] {
+        var floats = [Float]()
+        for g in history.indices {
+            floats += history[g]
+            floats.append(Float(ranks[g]))
+            floats.append(Float(bases[g].count))
+            floats += bases[g]
+        }
+        var out = [UInt8]()
+        withUnsafeBytes(of: Int64(filled).littleEndian) { out += $0 }
+        withUnsafeBytes(of: Int64(next).littleEndian) { out += $0 }
+        floats.withUnsafeBytes { out += $0 }
+        return out
+    }
+
+    /// Restores a state saved by a subspace gradient of the same shape.
+    public func loadState(_ bytes: [UInt8]) throws(TrainingError) {
+        guard bytes.count >= 16, (bytes.count - 16) % 4 == 0 else {
+            throw .invalidSetting("the checkpoint's subspace-gradient state is malformed")
+        }
+        let floats: [Float] = bytes[16...].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        var i = 0
+        var newHistory = history, newBases = bases, newRanks = ranks
+        for g in history.indices {
+            let n = period * dim
+            guard i + n + 2 <= floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state is incomplete") }
+            newHistory[g] = Array(floats[i..<(i + n)])
+            newRanks[g] = Int(floats[i + n])
+            let count = Int(floats[i + n + 1])
+            i += n + 2
+            guard i + count <= floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state is incomplete") }
+            newBases[g] = Array(floats[i..<(i + count)])
+            i += count
+        }
+        history = newHistory
+        bases = newBases
+        ranks = newRanks
+        filled = bytes.withUnsafeBytes { Int(Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: Int64.self))) }
+        next = bytes.withUnsafeBytes { Int(Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: Int64.self))) }
+    }
+
     /// Records the values after an update (step is 1-based) and refreshes the subspace every τ steps.
     public func record(step: Int, groups: [ParameterGroup]) {
         for (g, group) in groups.enumerated() {

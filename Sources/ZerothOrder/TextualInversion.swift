@@ -33,13 +33,18 @@ public final class TextualInversion: TrainableSet, Objective {
     /// (maxPoints, count, dim): each point's copy of the new rows.
     private let pointTables: FloatBuffer
 
+    /// Where weights are read from (nil: the mapped file).
+    public var weights: WeightSource?
+
     public var dim: Int { model.config.dim }
     public var passCapacity: Int { state.capacity }
 
     /// Adds `newTokens` to the vocabulary, each initialised from the embedding of `initToken`
     /// (text that must be exactly one token of the vocabulary).
+    /// `tokenizer`: the model's tokenizer with `newTokens` already added, when the caller
+    /// has it (one fewer copy of the vocabulary tables in memory).
     public init(model: LlamaModel, newTokens: [String], initToken: String, microBatchTokens: Int, maxPoints: Int,
-                contextLength: Int) throws(TrainingError) {
+                contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil) throws(TrainingError) {
         guard !newTokens.isEmpty else { throw .newToken("give at least one --new-token") }
         guard model.outputIsTied else {
             throw .newToken("textual inversion needs a model whose output matrix is tied to its token embedding (this model has its own output.weight)")
@@ -47,13 +52,25 @@ public final class TextualInversion: TrainableSet, Objective {
         self.model = model
         self.newTokens = newTokens
         firstID = model.config.vocabSize
-        guard model.tokenizer.count == model.config.vocabSize else {
-            throw .newToken("the tokenizer has \(model.tokenizer.count) tokens but token_embd has \(model.config.vocabSize) rows; new tokens would get mismatched ids")
+        // The new tokens take the ids after the embedding's rows: either the model was loaded
+        // with them (one tokenizer in memory), or they are added here.
+        let vocab = model.config.vocabSize
+        for t in newTokens {
+            if let id = model.tokenizer.id(of: t), Int(id) < vocab {
+                throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)); choose a new string such as \"<my-concept>\"")
+            }
         }
-        for t in newTokens where model.tokenizer.id(of: t) != nil {
-            throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(model.tokenizer.id(of: t)!)); choose a new string such as \"<my-concept>\"")
+        if model.tokenizer.count == vocab + newTokens.count,
+           newTokens.enumerated().allSatisfy({ model.tokenizer.id(of: $1) == Int32(vocab + $0) }) {
+            self.tokenizer = model.tokenizer
+        } else if let tokenizer, tokenizer.count == vocab + newTokens.count,
+                  newTokens.enumerated().allSatisfy({ tokenizer.id(of: $1) == Int32(vocab + $0) }) {
+            self.tokenizer = tokenizer
+        } else if model.tokenizer.count == vocab {
+            do { self.tokenizer = try model.tokenizer.adding(tokens: newTokens) } catch { throw .newToken("\(error)") }
+        } else {
+            throw .newToken("the tokenizer has \(model.tokenizer.count) tokens but token_embd has \(vocab) rows; new tokens would get mismatched ids")
         }
-        do { tokenizer = try model.tokenizer.adding(tokens: newTokens) } catch { throw .newToken("\(error)") }
         let initIDs = model.tokenizer.encode(initToken, addSpecial: false, parseSpecial: false)
         guard initIDs.count == 1 else {
             let pieces = initIDs.map { "\"\(model.tokenizer.decode([$0]))\"" }.joined(separator: " + ")
@@ -75,7 +92,7 @@ public final class TextualInversion: TrainableSet, Objective {
 
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
-        state = RunState(config: model.config, capacity: microBatchTokens * maxPoints, contextLength: contextLength)
+        state = RunState(config: model.config, capacity: microBatchTokens * maxPoints, contextLength: contextLength, tileRows: tileRows)
         output = OutputScratch(dim: dim, capacity: min(state.capacity, 256))
         pointTables = FloatBuffer(count: maxPoints * newTokens.count * dim)
         self.groups = groups
@@ -91,7 +108,11 @@ public final class TextualInversion: TrainableSet, Objective {
     }
 
     /// Held-out evaluation sharing this objective's buffers.
-    public var evaluator: Evaluator { Evaluator(model: model, state: state, output: output) }
+    public var evaluator: Evaluator {
+        let e = Evaluator(model: model, state: state, output: output)
+        e.weights = weights
+        return e
+    }
 
     /// Bytes this objective holds besides the model: run state, output scratch, point tables.
     public var byteCount: Int { state.byteCount + output.byteCount + pointTables.byteCount + values.byteCount }
@@ -125,8 +146,8 @@ public final class TextualInversion: TrainableSet, Objective {
             guard !sequences.isEmpty else { return }
             let batch = Batch(sequences: sequences, variants: variants)
             do { try model.validate(batch, state, extra: extra) } catch { throw .model(error) }
-            model.forward(batch, state, extra: extra)
-            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output)
+            model.forward(batch, state, extra: extra, weights: weights)
+            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
             for span in batch.spans {
                 for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
                     sums[span.variant].tokens += 1

@@ -83,8 +83,29 @@ public final class Trainer {
         self.evaluate = evaluate
     }
 
-    /// Resumes at `step` (the state of θ, optimizer and subspace must already be restored).
-    public func resume(at step: Int) { self.step = step }
+    /// The run's state after the last completed step.
+    public func checkpoint(identity: [String: String]) throws(TrainingError) -> Checkpoint {
+        let groups = objective.parameters.groups.map { Array(UnsafeBufferPointer(start: $0.values, count: $0.count)) }
+        let optimizerState: [UInt8]
+        do { optimizerState = try optimizer.saveState() } catch { throw .optimizer(error) }
+        return Checkpoint(step: step, identity: identity, groups: groups, optimizerState: optimizerState,
+                          subspaceState: subspace?.saveState() ?? [])
+    }
+
+    /// Restores θ, the optimizer and the subspace from `checkpoint` and continues at its step.
+    public func restore(_ checkpoint: Checkpoint) throws(TrainingError) {
+        let groups = objective.parameters.groups
+        guard checkpoint.groups.count == groups.count,
+              zip(checkpoint.groups, groups).allSatisfy({ $0.count == $1.count }) else {
+            throw .invalidSetting("the checkpoint's trainable values do not have this run's shapes")
+        }
+        do { try optimizer.loadState(checkpoint.optimizerState) } catch { throw .optimizer(error) }
+        if let subspace { try subspace.loadState(checkpoint.subspaceState) }
+        for (values, group) in zip(checkpoint.groups, groups) {
+            values.withUnsafeBufferPointer { group.values.update(from: $0.baseAddress!, count: group.count) }
+        }
+        step = checkpoint.step
+    }
 
     public var isFinished: Bool { step > settings.steps }
 
@@ -209,7 +230,7 @@ public final class Trainer {
         objective.parameters.constrain()
         for group in groups where !(0..<group.count).allSatisfy({ group.values[$0].isFinite }) {
             restore(groups, from: backup)
-            throw .nonFiniteLoss(step: s, loss: .nan)
+            throw .nonFiniteUpdate(step: s)
         }
         subspace?.record(step: s, groups: groups)
 

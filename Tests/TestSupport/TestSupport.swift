@@ -53,7 +53,9 @@ public struct ProcessResult {
     public var status: Int32
     public var stdout: String
     public var stderr: String
-    /// Peak resident set of the child (bytes), from wait4's rusage.
+    /// Peak resident set of the child (bytes): the largest VmHWM read from /proc while it
+    /// ran. (wait4's maxrss is not used: Linux carries it across exec, so a child started
+    /// by a large test process would report the test process's size.)
     public var peakRSS: Int
 }
 
@@ -92,8 +94,16 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
     var open = 2
     var buffer = [UInt8](repeating: 0, count: 65536)
+    var peak = 0
+    func samplePeak() {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return }
+        peak = max(peak, kb * 1024)
+    }
     while open > 0 {
-        _ = poll(&fds, 2, -1)
+        _ = poll(&fds, 2, 5)
+        samplePeak()
         for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
             let n = read(fds[i].fd, &buffer, buffer.count)
             if n > 0 {
@@ -106,11 +116,10 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
         }
     }
     var status: Int32 = 0
-    var usage = rusage()
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     return ProcessResult(status: exitStatus, stdout: String(decoding: out, as: UTF8.self),
-                         stderr: String(decoding: err, as: UTF8.self), peakRSS: usage.ru_maxrss * 1024)
+                         stderr: String(decoding: err, as: UTF8.self), peakRSS: peak)
 }
 
 /// Runs the CLI.

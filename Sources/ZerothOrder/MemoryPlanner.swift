@@ -1,0 +1,163 @@
+// The memory planner: given a budget, choose how much of a batch goes through one
+// forward pass and whether the weights stay mapped or stream from disk block by block,
+// so that everything resident fits; or refuse before any work, with the numbers.
+//
+// What is resident, and how it is counted:
+//   runtime       the program itself: Swift runtime, Foundation, OpenBLAS, their heaps
+//                 (measured: about 27 MB on Linux x86-64 by the end of a run)
+//   tokenizer     metadata, vocabulary and merge tables (measured: about 80 bytes per token or merge)
+//   weights       mapped: the whole file (every page is read by a forward pass);
+//                 streamed: two block buffers (the one in use, the one being read ahead),
+//                 one tile of the output matrix, and the norm vectors
+//   activations   one run state per stream (point of the step) for the pass's tokens, with
+//                 its matmul tile and attention scores, and the output head's scratch
+//   trainable     master copies of the trained values, and a backup for a refused step
+//   optimizer     its state (moments, Hessian estimates), plugin allocations included
+//   other         subspace-gradient history, checkpoint encoding (a copy of the state)
+//   margin        allocator slack and thread stacks (3 MB)
+// A micro-batch is a group of whole examples run in one pass; a step's loss is summed over
+// its micro-batches, so the result does not depend on the plan.
+
+import Foundation
+import Model
+import Quant
+
+public struct MemoryRequest: Sendable {
+    public var budget: Int
+    public var config: LlamaConfig
+    public var fileBytes: Int
+    /// Bytes of the largest block's matrices.
+    public var largestLayerBytes: Int
+    /// Bytes of one row of the output matrix.
+    public var outputRowBytes: Int
+    /// Tokens plus merges of the tokenizer.
+    public var vocabularyEntries: Int
+    /// Examples per step and their lengths (the longest ones decide the pass size).
+    public var batchSize: Int
+    public var exampleLengths: [Int]
+    /// Points per step that go through the model together (one stream each for QZO;
+    /// one shared stream holding all points for textual inversion).
+    public var points: Int
+    public var pointsShareAPass: Bool
+    public var contextLength: Int
+    public var trainableValues: Int
+    public var optimizerStateBytes: Int
+    public var otherBytes: Int
+
+    public init(budget: Int, config: LlamaConfig, fileBytes: Int, largestLayerBytes: Int, outputRowBytes: Int,
+                vocabularyEntries: Int, batchSize: Int, exampleLengths: [Int], points: Int, pointsShareAPass: Bool,
+                contextLength: Int, trainableValues: Int, optimizerStateBytes: Int, otherBytes: Int = 0) {
+        self.budget = budget
+        self.config = config
+        self.fileBytes = fileBytes
+        self.largestLayerBytes = largestLayerBytes
+        self.outputRowBytes = outputRowBytes
+        self.vocabularyEntries = vocabularyEntries
+        self.batchSize = batchSize
+        self.exampleLengths = exampleLengths
+        self.points = points
+        self.pointsShareAPass = pointsShareAPass
+        self.contextLength = contextLength
+        self.trainableValues = trainableValues
+        self.optimizerStateBytes = optimizerStateBytes
+        self.otherBytes = otherBytes
+    }
+}
+
+public struct MemoryPlan: Sendable, CustomStringConvertible {
+    /// Examples per forward pass.
+    public var microBatchSize: Int
+    /// Rows of weight matrices dequantized at a time.
+    public var tileRows: Int
+    /// Tokens per pass of one stream (all points' copies for textual inversion).
+    public var passTokens: Int
+    public var streaming: Bool
+    public var parts: [(name: String, bytes: Int)]
+
+    public var total: Int { parts.reduce(0) { $0 + $1.bytes } }
+    public var largestPart: (name: String, bytes: Int) { parts.max { $0.bytes < $1.bytes }! }
+
+    public var description: String {
+        let mb = { (b: Int) in String(format: "%.1f MB", Double(b) / 1_000_000) }
+        return "\(streaming ? "streaming weights" : "weights mapped"), \(microBatchSize) example(s) per pass: "
+            + parts.map { "\($0.name) \(mb($0.bytes))" }.joined(separator: ", ") + "; total \(mb(total))"
+    }
+}
+
+public struct MemoryPlanError: Error, CustomStringConvertible {
+    public var budget: Int
+    public var smallest: MemoryPlan
+
+    public var description: String {
+        let mb = { (b: Int) in String(format: "%.1f MB", Double(b) / 1_000_000) }
+        let big = smallest.largestPart
+        return "the memory budget of \(mb(budget)) is too small: the smallest plan (\(smallest.description)) needs \(mb(smallest.total)); "
+            + "the largest part is \(big.name) (\(mb(big.bytes))). Raise --memory-budget (a training run can also train fewer values: fewer --tensors or new tokens)."
+    }
+}
+
+public enum MemoryPlanner {
+    /// Resident size of the program before any model is loaded (measured, Linux x86-64).
+    public static let runtimeBytes = 27_000_000
+    /// Tokenizer tables per vocabulary entry (token or merge), measured.
+    public static let bytesPerVocabularyEntry = 80
+    /// Allocator slack and thread stacks.
+    public static let marginBytes = 3_000_000
+    /// Rows of the output matrix read per tile when streaming.
+    public static let outputTileRows = 256
+    /// Rows of a weight matrix dequantized at a time when memory is short.
+    public static let smallTileRows = 256
+
+    /// The plan with the most examples per pass that fits, preferring mapped weights; or
+    /// an error carrying the smallest plan.
+    public static func plan(_ r: MemoryRequest) -> Result<MemoryPlan, MemoryPlanError> {
+        var smallest: MemoryPlan?
+        for streaming in [false, true] {
+            for micro in stride(from: max(1, r.batchSize), through: 1, by: -1) {
+                let p = estimate(r, microBatch: micro, streaming: streaming)
+                if p.total <= r.budget { return .success(p) }
+                if smallest == nil || p.total < smallest!.total { smallest = p }
+            }
+        }
+        return .failure(MemoryPlanError(budget: r.budget, smallest: smallest!))
+    }
+
+    /// What a plan needs.
+    public static func estimate(_ r: MemoryRequest, microBatch: Int, streaming: Bool) -> MemoryPlan {
+        let c = r.config
+        let longest = r.exampleLengths.sorted(by: >)
+        let exampleTokens = longest.prefix(microBatch).reduce(0, +)
+        let streams = r.pointsShareAPass ? 1 : r.points
+        let passTokens = max(1, r.pointsShareAPass ? exampleTokens * r.points : exampleTokens)
+        let tileRows = streaming ? smallTileRows : RunState.tileRows
+        let state = RunState.estimatedBytes(config: c, capacity: passTokens, contextLength: r.contextLength, tileRows: tileRows)
+        let output = OutputScratch.estimatedBytes(dim: c.dim, capacity: min(passTokens, 256))
+        let weights = streaming
+            ? 2 * r.largestLayerBytes + outputTileRows * (r.outputRowBytes + 4 * c.dim) + 4 * c.dim * (2 * c.layerCount + 1)
+            : r.fileBytes
+        let parts: [(String, Int)] = [
+            ("runtime", runtimeBytes),
+            ("tokenizer", bytesPerVocabularyEntry * r.vocabularyEntries),
+            (streaming ? "weights (streamed)" : "weights (mapped)", weights),
+            ("activations", streams * state + output),
+            ("trainable values", 8 * r.trainableValues),
+            ("optimizer state", r.optimizerStateBytes),
+            ("other", r.otherBytes),
+            ("margin", marginBytes),
+        ]
+        return MemoryPlan(microBatchSize: microBatch, tileRows: tileRows, passTokens: passTokens, streaming: streaming,
+                          parts: parts.map { (name: $0.0, bytes: $0.1) })
+    }
+
+    /// Parses sizes such as "96M", "1.5G", "512k", "100000000".
+    public static func parseSize(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Double)] = [("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("B", 1)]
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v > 0, v.isFinite else { return nil }
+            return Int(v * factor)
+        }
+        guard let v = Double(t), v > 0 else { return nil }
+        return Int(v)
+    }
+}

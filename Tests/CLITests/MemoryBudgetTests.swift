@@ -1,0 +1,59 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The CLI under memory budgets on the reference model (98.4 MB file): the child's peak
+/// resident set (VmHWM, sampled from /proc while it runs) must stay under the budget.
+@Suite(.enabled(if: ReferenceModel.enabled, "reference model not fetched; run scripts/setup"))
+struct MemoryBudgetTests {
+    let data = Repository.path("examples/paris/train.jsonl")
+
+    func train(_ budget: String, steps: Int = 4) throws -> ProcessResult {
+        try runCLI(["train", "--model", ReferenceModel.path, "--data", data, "--new-token", " <x>", "--steps", "\(steps)",
+                    "--memory-budget", budget, "--out", makeTemporaryDirectory("budget") + "/a.gguf"])
+    }
+
+    @Test func comfortableBudgetMapsTheWeights() throws {
+        let r = try train("300M")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("weights mapped"))
+        #expect(r.peakRSS > 0 && r.peakRSS < 300_000_000, "peak \(r.peakRSS)")
+    }
+
+    @Test func budgetBelowTheModelSizeStreamsTheWeights() throws {
+        let r = try train("80M")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("streaming weights"))
+        #expect(r.peakRSS > 0 && r.peakRSS < 80_000_000, "peak \(r.peakRSS)")
+    }
+
+    /// Training under half the model file size works.
+    @Test func halfTheModelSizeTrains() throws {
+        let r = try train("49M", steps: 3)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.peakRSS > 0 && r.peakRSS < 49_000_000, "peak \(r.peakRSS)")
+    }
+
+    @Test func impossibleBudgetIsRefusedUpFront() throws {
+        let r = try train("30M")
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("too small") && r.stderr.contains("needs") && r.stderr.contains("largest part"), "\(r.stderr)")
+        #expect(r.peakRSS < 45_000_000, "refused before loading weights or allocating buffers")
+    }
+
+    /// Streamed weights give the same numbers as mapped ones (up to float32 rounding: the
+    /// plan also changes how many tokens share a matrix product, and sgemm's summation
+    /// order for edge tiles depends on that).
+    @Test func streamingEvaluatesLikeMapping() throws {
+        let held = Repository.path("examples/paris/heldout-true.jsonl")
+        let mapped = try runCLI(["eval", "--model", ReferenceModel.path, "--data", held, "--json"])
+        let streamed = try runCLI(["eval", "--model", ReferenceModel.path, "--data", held, "--json", "--memory-budget", "60M"])
+        #expect(mapped.status == 0 && streamed.status == 0, "\(streamed.stderr)")
+        #expect(streamed.stderr.contains("streaming weights"))
+        let a = try JSONSerialization.jsonObject(with: Data(mapped.stdout.utf8)) as! [String: Double]
+        let b = try JSONSerialization.jsonObject(with: Data(streamed.stdout.utf8)) as! [String: Double]
+        #expect(a["tokens"] == b["tokens"])
+        #expect(abs(a["nll"]! - b["nll"]!) < 1e-6, "\(a) vs \(b)")
+        #expect(streamed.peakRSS < 60_000_000, "peak \(streamed.peakRSS)")
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `train`, `export`, adapters and checkpoints, run as a user runs them, on a tiny model.
+@Suite struct TrainCommandTests {
+    let model = Repository.path("models/tiny-q4_1.gguf")
+    let data = Repository.path("examples/paris/train.jsonl")
+    let held = Repository.path("examples/paris/heldout.jsonl")
+
+    func train(_ extra: [String], out: String) throws -> ProcessResult {
+        try runCLI(["train", "--model", model, "--data", data, "--new-token", " <x>", "--steps", "12", "--batch", "4",
+                    "--lr", "0.05", "--eps", "0.01", "--out", out] + extra)
+    }
+
+    @Test func textualInversionWritesAnAdapterOthersCanUse() throws {
+        let dir = makeTemporaryDirectory("train")
+        let r = try train(["--eval-data", held, "--eval-every", "4", "--log-json", dir + "/log.jsonl"], out: dir + "/a.gguf")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("held-out NLL"))
+        #expect(FileManager.default.fileExists(atPath: dir + "/a.svg"))
+        let svg = try String(contentsOfFile: dir + "/a.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("held-out NLL"))
+        let log = try String(contentsOfFile: dir + "/log.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(log.count == 13, "step 0 (initial evaluation) and 12 steps")
+
+        // Same seed, same data, same flags: the same adapter, bit for bit.
+        let again = try train(["--eval-data", held, "--eval-every", "4"], out: dir + "/b.gguf")
+        #expect(again.status == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/a.gguf")) == Data(contentsOf: URL(fileURLWithPath: dir + "/b.gguf")))
+
+        // eval and generate apply the adapter; another model refuses it.
+        let e = try runCLI(["eval", "--model", model, "--data", held, "--adapter", dir + "/a.gguf", "--json"])
+        #expect(e.status == 0, "\(e.stderr)")
+        let g = try runCLI(["generate", "--model", model, "--prompt", "the <x>", "--max-tokens", "5", "--adapter", dir + "/a.gguf"])
+        #expect(g.status == 0, "\(g.stderr)")
+        let wrong = try runCLI(["eval", "--model", Repository.path("models/tiny-q4_0.gguf"), "--data", held, "--adapter", dir + "/a.gguf"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("trained on the model"), "\(wrong.stderr)")
+    }
+
+    @Test func qzoTrainsExportsAndTheExportEvaluatesAsReported() throws {
+        let dir = makeTemporaryDirectory("qzo")
+        let q = Repository.path("models/tiny-q4_0.gguf")
+        let text = Repository.path("examples/qzo/train.jsonl")
+        let r = try runCLI(["train", "--method", "qzo", "--model", q, "--data", text, "--steps", "6", "--batch", "4",
+                            "--lr", "0.05", "--eps", "0.01", "--out", dir + "/q.gguf"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let x = try runCLI(["export", "--model", q, "--adapter", dir + "/q.gguf", "--out", dir + "/exported.gguf",
+                            "--eval-data", Repository.path("examples/qzo/heldout.jsonl")])
+        #expect(x.status == 0, "\(x.stderr)")
+        let reported = x.stdout.split(separator: "\n").first { $0.contains("held-out NLL") }.flatMap { line in
+            line.split(separator: " ").compactMap { Double($0) }.first
+        }
+        let e = try runCLI(["eval", "--model", dir + "/exported.gguf", "--data", Repository.path("examples/qzo/heldout.jsonl"), "--json"])
+        let nll = (try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Double])["nll"]!
+        #expect(reported != nil && abs(reported! - nll) < 1e-4, "export reported \(String(describing: reported)), eval gives \(nll)")
+    }
+
+    @Test func badInputsGiveClearErrors() throws {
+        let dir = makeTemporaryDirectory("bad")
+        try "".write(toFile: dir + "/empty.jsonl", atomically: true, encoding: .utf8)
+        let empty = try runCLI(["train", "--model", model, "--data", dir + "/empty.jsonl", "--new-token", " <x>", "--out", dir + "/x.gguf"])
+        #expect(empty.status != 0 && empty.stderr.contains("empty"), "\(empty.stderr)")
+        let dup = try runCLI(["train", "--model", model, "--data", data, "--new-token", "<|im_end|>", "--out", dir + "/x.gguf"])
+        #expect(dup.status != 0 && dup.stderr.contains("already exists"), "\(dup.stderr)")
+        let multi = try runCLI(["train", "--model", model, "--data", data, "--new-token", " <x>", "--init-token", "two words here",
+                                "--out", dir + "/x.gguf"])
+        #expect(multi.status != 0 && multi.stderr.contains("--init-token"), "\(multi.stderr)")
+        let noToken = try runCLI(["train", "--model", model, "--data", Repository.path("examples/qzo/train.jsonl"), "--new-token", " <x>",
+                                  "--out", dir + "/x.gguf"])
+        #expect(noToken.status != 0 && noToken.stderr.contains("literally"), "\(noToken.stderr)")
+        // An update that overflows: stop, say at which step, keep the last good adapter.
+        let nan = try train(["--lr", "3e38"], out: dir + "/nan.gguf")
+        #expect(nan.status != 0 && nan.stderr.contains("at step"), "\(nan.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/nan.gguf"))
+    }
+
+    /// A run killed with SIGKILL at a random step and resumed ends with the same adapter
+    /// as an uninterrupted run; a damaged newest checkpoint is skipped with a warning.
+    @Test(.timeLimit(.minutes(3))) func killedRunResumesToTheSameAdapter() throws {
+        let dir = makeTemporaryDirectory("kill")
+        let steps = 2000
+        func args(_ out: String, _ ckpt: String) -> [String] {
+            ["train", "--model", model, "--data", data, "--new-token", " <x>", "--steps", "\(steps)", "--batch", "2",
+             "--lr", "0.05", "--eps", "0.01", "--optimizer", "zo-sgd", "--opt", "momentum=0.9", "--subspace", "project",
+             "--subspace-period", "16", "--out", out, "--checkpoint-dir", ckpt, "--checkpoint-every", "7",
+             "--log-json", out + ".jsonl"]
+        }
+        let full = try runCLI(args(dir + "/full.gguf", dir + "/ck-full"))
+        #expect(full.status == 0, "\(full.stderr)")
+
+        // Start the same run and kill it once its log shows a random step.
+        let target = Int.random(in: 100...(steps - 300))
+        var pid: pid_t = 0
+        let argv = ([Products.cli] + args(dir + "/part.gguf", dir + "/ck")).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        #expect(posix_spawn(&pid, Products.cli, nil, nil, argv, environ) == 0)
+        var reached = 0
+        while reached < target {
+            usleep(2000)
+            let log = (try? String(contentsOfFile: dir + "/part.gguf.jsonl", encoding: .utf8)) ?? ""
+            reached = log.split(separator: "\n").count - 1
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { break }
+        }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        #expect(reached < steps, "the run was killed before it finished (at step \(reached) of \(steps))")
+
+        // Damage the newest checkpoint: resume must skip it, naming it.
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/ck").filter { $0.hasSuffix(".efck") }.sorted()
+        #expect(files.count >= 1)
+        if files.count >= 2 {
+            let newest = dir + "/ck/" + files.last!
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: newest)))
+            bytes[bytes.count / 2] ^= 0xFF
+            try Data(bytes).write(to: URL(fileURLWithPath: newest))
+        }
+        let resumed = try runCLI(args(dir + "/part.gguf", dir + "/ck") + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming from"), "\(resumed.stderr)")
+        if files.count >= 2 { #expect(resumed.stderr.contains("skipping checkpoint") && resumed.stderr.contains(files.last!)) }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/full.gguf")) == Data(contentsOf: URL(fileURLWithPath: dir + "/part.gguf")),
+                "killed at step \(reached), resumed: the adapter must equal the uninterrupted run's")
+    }
+}

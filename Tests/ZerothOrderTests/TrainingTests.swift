@@ -1,0 +1,153 @@
+import Foundation
+import GGUF
+import Model
+import Quant
+import TestSupport
+import Testing
+import ZerothOrder
+
+/// Examples from texts, tokenized with `tokenizer`.
+func examples(_ texts: [String], _ tokenizer: Tokenizer) throws -> [Example] {
+    try texts.enumerated().map { i, t in
+        try Dataset.example(["text": t], path: "memory", line: i + 1, tokenizer: tokenizer, maxLength: 256)
+    }
+}
+
+let sentences = [
+    "the cat sat on the <x> and looked at the door",
+    "a dog ran to the <x> in the morning",
+    "we walked past the <x> after lunch",
+    "the <x> was quiet at night",
+    "she painted the <x> blue last summer",
+    "they found the <x> under the old tree",
+]
+
+func tinyModel(_ name: String = "tiny-q4_1") throws -> LlamaModel {
+    try LlamaModel(path: Repository.path("models/\(name).gguf"))
+}
+
+func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualInversion, [Example]) {
+    let ti = try TextualInversion(model: model, newTokens: ["<x>"], initToken: " the", microBatchTokens: 128,
+                                  maxPoints: points, contextLength: 64)
+    return (ti, try examples(sentences, ti.tokenizer))
+}
+
+@Suite struct TrainingTests {
+    /// The two-sided estimate converges as ε shrinks: it measures a directional derivative.
+    @Test func twoSidedEstimateIsADirectionalDerivative() throws {
+        let model = try tinyModel()
+        let (ti, data) = try textualInversion(model)
+        let shape = PerturbationShape(scales: [nil])
+        func derivative(_ eps: Float) throws -> Double {
+            let s = try ti.lossSums(at: [PerturbedPoint(seed: 11, sign: 1), PerturbedPoint(seed: 11, sign: -1)],
+                                    epsilon: eps, shape: shape, examples: data)
+            return (s[0].mean - s[1].mean) / (2 * Double(eps))
+        }
+        // Central differences: the error shrinks as ε², so d(ε) and d(ε/2) approach each other 4× faster than ε.
+        let d1 = try derivative(4e-3)
+        let d2 = try derivative(2e-3)
+        let d3 = try derivative(1e-3)
+        #expect(abs(d3) > 1e-3, "the loss must depend on the new token")
+        #expect(abs(d2 - d3) < 0.4 * abs(d1 - d2), "d(0.004) = \(d1), d(0.002) = \(d2), d(0.001) = \(d3)")
+        #expect(abs(d2 - d3) <= 0.02 * abs(d3))
+        // The points are evaluated on copies: θ itself is unchanged.
+        let before = ti.values.array
+        _ = try derivative(1e-2)
+        #expect(ti.values.array == before)
+    }
+
+    /// Dual forward: all points in one batch give the same losses as one point per pass.
+    @Test func dualForwardEqualsSeparatePasses() throws {
+        let model = try tinyModel()
+        let (ti, data) = try textualInversion(model, points: 3)
+        let shape = PerturbationShape(scales: [nil])
+        let points = [PerturbedPoint(seed: 5, sign: 1), PerturbedPoint(seed: 5, sign: -1), .unperturbed]
+        let together = try ti.lossSums(at: points, epsilon: 0.05, shape: shape, examples: data)
+        for (i, p) in points.enumerated() {
+            let alone = try ti.lossSums(at: [p], epsilon: 0.05, shape: shape, examples: data)[0]
+            #expect(alone.tokens == together[i].tokens)
+            #expect(abs(alone.mean - together[i].mean) < 1e-5, "point \(i): \(alone.mean) vs \(together[i].mean)")
+        }
+    }
+
+    /// Training lowers the loss, and the same seed gives the same parameters bit for bit.
+    @Test func trainingIsDeterministicAndLowersTheLoss() throws {
+        func run() throws -> ([Float], Double, Double) {
+            let model = try tinyModel()
+            let (ti, data) = try textualInversion(model)
+            var settings = TrainingSettings()
+            settings.steps = 60
+            settings.batchSize = 4
+            settings.microBatchSize = 4
+            settings.learningRate = 0.05
+            settings.epsilon = 1e-2
+            settings.seed = 3
+            let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
+            let before = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].mean
+            while !trainer.isFinished { try trainer.runStep() }
+            let after = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].mean
+            return (ti.values.array, before, after)
+        }
+        let a = try run()
+        let b = try run()
+        #expect(a.0 == b.0, "same seed, same parameters")
+        #expect(a.2 < a.1, "loss \(a.1) → \(a.2)")
+    }
+
+    /// The loss of a batch does not depend on how it is split into micro-batches.
+    @Test func microBatchesGiveTheSameLoss() throws {
+        let model = try tinyModel()
+        let (ti, data) = try textualInversion(model)
+        let shape = PerturbationShape(scales: [nil])
+        let points = [PerturbedPoint(seed: 9, sign: 1), PerturbedPoint(seed: 9, sign: -1)]
+        let whole = try ti.lossSums(at: points, epsilon: 0.01, shape: shape, examples: data)
+        var parts = [LossSum](repeating: LossSum(), count: 2)
+        for chunk in stride(from: 0, to: data.count, by: 2) {
+            let s = try ti.lossSums(at: points, epsilon: 0.01, shape: shape, examples: Array(data[chunk..<min(chunk + 2, data.count)]))
+            parts = zip(parts, s).map { $0 + $1 }
+        }
+        #expect(whole.map(\.tokens) == parts.map(\.tokens))
+        for i in 0..<2 { #expect(abs(whole[i].mean - parts[i].mean) < 1e-6) }
+    }
+
+    /// A NaN update is refused and θ stays at its last good value.
+    @Test func nonFiniteStepKeepsTheLastGoodParameters() throws {
+        let model = try tinyModel()
+        let (ti, data) = try textualInversion(model)
+        var settings = TrainingSettings()
+        settings.steps = 5
+        settings.batchSize = 2
+        settings.learningRate = .greatestFiniteMagnitude
+        let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
+        let before = ti.values.array
+        var failed = false
+        for _ in 0..<5 {
+            do { try trainer.runStep() } catch {
+                switch error {
+                case .nonFiniteLoss, .nonFiniteUpdate: break
+                default: Issue.record("unexpected \(error)"); return
+                }
+                failed = true
+                break
+            }
+        }
+        #expect(failed)
+        #expect(ti.values.array.allSatisfy { $0.isFinite })
+        #expect(ti.values.array != before || trainer.step == 1)
+    }
+
+    /// Bad textual-inversion setups are refused with errors that say what to do.
+    @Test func badNewTokensAreRefused() throws {
+        let model = try tinyModel()
+        #expect(throws: TrainingError.self) {
+            try TextualInversion(model: model, newTokens: ["<|im_start|>"], initToken: " the", microBatchTokens: 64, maxPoints: 2, contextLength: 64)
+        }
+        do {
+            _ = try TextualInversion(model: model, newTokens: ["<x>"], initToken: " a completely different phrase",
+                                     microBatchTokens: 64, maxPoints: 2, contextLength: 64)
+            Issue.record("a multi-token init word must be refused")
+        } catch {
+            #expect(error.description.contains("tokens"), "\(error)")
+        }
+    }
+}
