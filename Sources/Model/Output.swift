@@ -8,15 +8,20 @@ import Glibc
 #endif
 import Quant
 
-/// Reusable buffers of the tiled output head. The vocabulary is split between the
-/// threads; each thread has its own weight tile, logits tile and running log-sum-exp
-/// per row, merged once at the end.
+/// Reusable buffers of the tiled output head. Tiles of the vocabulary are handed to the
+/// threads; each thread has its own weight and logits tiles, and each tile's log-sum-exp
+/// per row is kept, then merged in vocabulary order, so the result does not depend on
+/// which thread took which tile (training runs are reproducible bit for bit).
 public final class OutputScratch {
     public let capacity: Int
     /// Vocabulary rows per tile, per thread.
     public let tileRows: Int
     let hidden: FloatBuffer    /// (capacity, dim) rows of xb that have a target
     let parts: [Part]
+    /// Per tile and row: the tile's maximum logit and Σ e^(logit − maximum); sized for the
+    /// vocabulary on first use.
+    var tileMax: FloatBuffer?
+    var tileSum: FloatBuffer?
 
     /// One thread's share of the work.
     final class Part {
@@ -113,18 +118,18 @@ extension LlamaModel {
         }
 
         // Tiles of the vocabulary, handed out to the threads one at a time: the thread that
-        // takes a tile computes logits L (m, tile) = H · W[tile]ᵀ and folds them into its
-        // own running log-sum-exp per row.
+        // takes a tile computes logits L (m, tile) = H · W[tile]ᵀ and each row's log-sum-exp
+        // over the tile. The target's logit is written by the one tile that holds it.
         let threads = o.parts.count
-        for part in o.parts {
-            for i in 0..<m {
-                part.runningMax[i] = -.infinity
-                part.runningSum[i] = 0
-                part.targetLogit[i] = .nan
-            }
-        }
+        let total = o.parts[0]
+        for i in 0..<m { total.targetLogit[i] = .nan }
         let tileRows = min(o.tileRows, source.outputTileRows)
         let tiles = (vocab + tileRows - 1) / tileRows
+        if (o.tileMax?.count ?? 0) < tiles * o.capacity {
+            o.tileMax = FloatBuffer(count: tiles * o.capacity)
+            o.tileSum = FloatBuffer(count: tiles * o.capacity)
+        }
+        let tileMax = o.tileMax!.pointer, tileSum = o.tileSum!.pointer
         BLAS.useOneThread()
         let run = { (tile: Int, thread: Int) in
             let part = o.parts[thread]
@@ -136,9 +141,13 @@ extension LlamaModel {
                         1, o.hidden.pointer, Int32(dim), part.weights.pointer, Int32(dim), 0, part.logits.pointer, Int32(count))
             for i in 0..<m {
                 let row = part.logits.pointer + i * count
-                foldLogSumExp(row, count: count, runningMax: &part.runningMax[i], runningSum: &part.runningSum[i])
+                var mx = -Float.infinity
+                var sum: Float = 0
+                foldLogSumExp(row, count: count, runningMax: &mx, runningSum: &sum)
+                tileMax[tile * m + i] = mx
+                tileSum[tile * m + i] = sum
                 let target = Int(targets[i])
-                if target >= v0 && target < v0 + count { part.targetLogit[i] = row[target - v0] }
+                if target >= v0 && target < v0 + count { total.targetLogit[i] = row[target - v0] }
             }
         }
         if Parallel.threadCount <= threads {
@@ -147,16 +156,18 @@ extension LlamaModel {
             for tile in 0..<tiles { run(tile, 0) }
         }
 
-        // Merge the parts: one running log-sum-exp per row, in the first part's buffers.
-        let total = o.parts[0]
-        for q in o.parts.dropFirst() {
-            for i in 0..<m {
-                let newMax = max(total.runningMax[i], q.runningMax[i])
-                total.runningSum[i] = total.runningSum[i] * expf(total.runningMax[i] - newMax)
-                    + q.runningSum[i] * expf(q.runningMax[i] - newMax)
-                total.runningMax[i] = newMax
-                if !q.targetLogit[i].isNaN { total.targetLogit[i] = q.targetLogit[i] }
+        // Merge the tiles in vocabulary order: one running log-sum-exp per row.
+        for i in 0..<m {
+            var mx = -Float.infinity
+            var sum: Float = 0
+            for tile in 0..<tiles {
+                let tm = tileMax[tile * m + i]
+                let newMax = max(mx, tm)
+                sum = sum * expf(mx - newMax) + tileSum[tile * m + i] * expf(tm - newMax)
+                mx = newMax
             }
+            total.runningMax[i] = mx
+            total.runningSum[i] = sum
         }
 
         // Extra tokens: one more small tile per row, from the row's variant

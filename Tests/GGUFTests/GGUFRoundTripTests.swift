@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import TestSupport
 import Testing
 
 /// A file with every metadata value type, nested arrays, and tensors of several types.
@@ -76,7 +77,8 @@ func temporaryPath(_ name: String) -> String {
     }
 
     @Test func writerRefusesWrongTensorSizeAndKeepsOldFile() throws {
-        let path = temporaryPath("keep.gguf")
+        // A directory of its own: other tests write temporary files in parallel.
+        let path = makeTemporaryDirectory("keep") + "/keep.gguf"
         try sampleWriter().write(to: path)
         let before = try Data(contentsOf: URL(fileURLWithPath: path))
         var bad = GGUFWriter()

@@ -1,2 +1,0 @@
-// Quant: GGUF block formats and the kernels that compute with them.
-import GGUF
