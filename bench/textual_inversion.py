@@ -28,12 +28,10 @@ EX = os.path.join(ROOT, "examples", "paris")
 TRUE_ID = 7042  # " Paris"
 
 CONFIGS = {
-    "spsa": [],
-    "spsa-lr1e-3": ["--lr", "1e-3"],
-    "spsa-lr1e-2": ["--lr", "1e-2"],
-    "spsa-lr3e-2": ["--lr", "3e-2"],
-    "subspace-project": ["--subspace", "project"],
-    "subspace-perturb": ["--subspace", "perturb"],
+    "spsa": [],                                   # the defaults: two-sided SPSA, ZO-SGD, lr 1e-2, eps 1e-3
+    "spsa-lr3e-3": ["--lr", "3e-3"],
+    "subspace-project": ["--subspace", "project"],  # ZOODiP: project the estimate (tau 128, nu 1e-3)
+    "subspace-perturb": ["--subspace", "perturb"],  # perturb inside the kept subspace
 }
 
 

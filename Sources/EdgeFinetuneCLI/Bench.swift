@@ -8,6 +8,7 @@
 import ArgumentParser
 import Foundation
 import Model
+import ZerothOrder
 import Quant
 
 struct Bench: ParsableCommand {
@@ -41,6 +42,9 @@ struct Bench: ParsableCommand {
 
     @Flag(name: .long, help: "Only time the kernels alone (matmul per shape, sgemm, dequantization, thread-pool overhead).")
     var kernels = false
+
+    @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method (default: on).")
+    var training = true
 
     @Flag(name: .long, help: "Print one JSON object instead of a table.")
     var json = false
@@ -251,10 +255,67 @@ struct Result {
 
 extension Bench {
     /// Workloads measured after the built-in ones, with the same warm-up, runs and median,
-    /// and reported in the same table and JSON. This is where the time of one ZO training
-    /// step belongs once training exists: return a `Workload` whose `run` performs one
-    /// step (tokensPerRun: the step's tokens across both perturbed passes).
-    func additionalWorkloads(_ m: LlamaModel) -> [Workload] { [] }
+    /// and reported in the same table and JSON: one forward pass (with the loss) of a
+    /// training batch of 8 sequences of 64 tokens, and one zero-order training step on that
+    /// batch for each method (two-sided SPSA: two perturbed points). Their tokens per run
+    /// are the batch's, so "tokens/s" compares directly: a step that costs two forwards
+    /// shows half the forward's rate.
+    func additionalWorkloads(_ m: LlamaModel) -> [Workload] {
+        guard training else { return [] }
+        let sequences = 8, length = min(64, m.config.contextLength)
+        let plain = (0..<sequences).map { s -> Example in
+            let ids = Workload.promptIDs(length + s, vocabulary: m.config.vocabSize).suffix(length).map { $0 }
+            return Example(tokens: ids, targets: Array(ids.dropFirst()) + [-1], line: s + 1)
+        }
+        var workloads = [Workload]()
+        var examples = plain
+
+        // One forward pass of the batch, with the loss at every position.
+        var state: RunState? = RunState(config: m.config, capacity: sequences * length, contextLength: length)
+        var output: OutputScratch? = OutputScratch(dim: m.config.dim, capacity: 256)
+        let batch = Batch(sequences: examples.map(\.tokens))
+        let targets = examples.flatMap(\.targets)
+        workloads.append(Workload(name: "forward_8x64", title: "forward + loss, batch 8 x 64", tokensPerRun: sequences * length, run: {
+            m.forward(batch, state!)
+            _ = m.negativeLogLikelihoods(batch, state!, targets: targets, scratch: output!)
+        }, release: {
+            state = nil
+            output = nil
+        }))
+
+        var settings = TrainingSettings()
+        settings.steps = Int.max
+        settings.batchSize = sequences
+        settings.microBatchSize = sequences
+
+        // Textual inversion: one new token in every sequence; both points in one batch.
+        if let ti = try? TextualInversion(model: m, newTokens: ["<bench-token>"], initToken: " the", microBatchTokens: sequences * length,
+                                          maxPoints: 2, contextLength: length) {
+            for i in examples.indices {
+                examples[i].tokens[length / 2] = Int32(ti.firstID)
+                examples[i].targets[length / 2 - 1] = Int32(ti.firstID)
+            }
+            var trainer = try? Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [m.config.dim]), settings: settings, train: examples)
+            workloads.append(Workload(name: "ti_step_8x64", title: "textual-inversion step, batch 8 x 64 (2 points, one pass)",
+                                      tokensPerRun: sequences * length, run: {
+                do { try trainer!.runStep() } catch { warn("bench: training step failed: \(error)") }
+            },
+                                      release: { trainer = nil }))
+        }
+
+        // QZO: every block scale of the transformer blocks; the points go block by block.
+        if let qzo = try? QuantScales(model: m, patterns: ["blk.*"], trainOffsets: false, microBatchTokens: sequences * length,
+                                      maxPoints: 2, contextLength: length) {
+            var trainer = try? Trainer(objective: qzo, optimizer: ZOSGD(groupSizes: qzo.groups.map(\.count)), settings: settings,
+                                       train: plain)
+            workloads.append(Workload(name: "qzo_step_8x64", title: "QZO step, batch 8 x 64 (2 points, block by block)",
+                                      tokensPerRun: sequences * length, run: {
+                do { try trainer!.runStep() } catch { warn("bench: training step failed: \(error)") }
+            },
+                                      release: { trainer = nil }))
+        }
+        return workloads
+    }
 }
 
 /// Peak resident set size of this process, in bytes (getrusage; Linux reports kilobytes).

@@ -41,7 +41,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Examples per step (default: 8).")
     var batch = 8
 
-    @Option(name: .long, help: "Learning rate (default: 3e-3; for QZO relative to each scale).")
+    @Option(name: .long, help: "Learning rate (default: 1e-2; for QZO relative to each scale).")
     var lr: Float?
 
     @Option(name: .long, help: "Perturbation size ε (default: 1e-3; for QZO relative to each scale).")
@@ -152,7 +152,7 @@ struct Train: ParsableCommand {
         settings.steps = steps
         settings.batchSize = batch
         settings.microBatchSize = batch
-        settings.learningRate = lr ?? 3e-3
+        settings.learningRate = lr ?? 1e-2
         settings.epsilon = eps ?? 1e-3
         settings.directions = directions
         settings.estimator = EstimatorKind(rawValue: estimator)!
