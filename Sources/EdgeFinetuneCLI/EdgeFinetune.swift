@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Quant
+import ZerothOrder
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,5 +51,20 @@ struct ModelOptions: ParsableArguments {
     func applyThreads() {
         Parallel.threadCount = threads
         setBLASThreads(threads)
+    }
+}
+
+/// `--memory-budget`, shared by the commands that plan their memory.
+struct MemoryBudgetOptions: ParsableArguments {
+    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: plan smaller passes and stream weights from disk to stay under it, or refuse before starting.")
+    var memoryBudget: String?
+
+    /// The budget in bytes, when one was given.
+    var bytes: Int? { memoryBudget.flatMap(MemoryPlanner.parseSize) }
+
+    func validate() throws {
+        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
+            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+        }
     }
 }

@@ -27,17 +27,13 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Also report the mean KL divergence from this model's next-token distributions (e.g. the original of a requantized model).")
     var referenceModel: String?
 
-    @Option(name: .long, help: "Memory budget, e.g. 64M: evaluate in smaller passes and stream weights from disk to stay under it, or refuse.")
-    var memoryBudget: String?
+    @OptionGroup var budget: MemoryBudgetOptions
 
     @Flag(name: .long, help: "Print {\"tokens\": N, \"nll\": x, \"ppl\": y}.")
     var json = false
 
     func validate() throws {
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
-        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
-        }
     }
 
     func run() throws {
@@ -49,8 +45,8 @@ struct Eval: ParsableCommand {
         var capacity = max(length, 256)
         var streamer: WeightStreamer?
         var tileRows = RunState.tileRows
-        if let memoryBudget {
-            let plan = try inferencePlan(model: m, budget: MemoryPlanner.parseSize(memoryBudget)!,
+        if let budgetBytes = budget.bytes {
+            let plan = try inferencePlan(model: m, budget: budgetBytes,
                                          lengths: examples.map(\.tokens.count), contextLength: length)
             warn("memory plan: \(plan.description)")
             capacity = max(plan.passTokens, examples.map(\.tokens.count).max() ?? 1)

@@ -37,8 +37,7 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")
     var adapter: String?
 
-    @Option(name: .long, help: "Memory budget, e.g. 64M: stream weights from disk to stay under it, or refuse.")
-    var memoryBudget: String?
+    @OptionGroup var budget: MemoryBudgetOptions
 
     func validate() throws {
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
@@ -46,9 +45,6 @@ struct Generate: ParsableCommand {
         guard topK >= 0 else { throw ValidationError("--top-k must be 0 or more (got \(topK))") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
-        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
-        }
     }
 
     func run() throws {
@@ -66,9 +62,9 @@ struct Generate: ParsableCommand {
         }
         let context = ids.count + maxTokens
         var streamer: WeightStreamer?
-        if let memoryBudget {
+        if let budgetBytes = budget.bytes {
             let cache = 4 * 2 * m.config.layerCount * context * m.config.kvDim + 4 * m.vocabularySize(extra: applied?.extra)
-            let plan = try inferencePlan(model: m, budget: MemoryPlanner.parseSize(memoryBudget)!, lengths: [min(ids.count, 512)],
+            let plan = try inferencePlan(model: m, budget: budgetBytes, lengths: [min(ids.count, 512)],
                                          contextLength: context, otherBytes: cache)
             warn("memory plan: \(plan.description)")
             if plan.streaming {

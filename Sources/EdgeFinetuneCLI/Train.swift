@@ -92,8 +92,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Write one JSON object per step to this file.")
     var logJson: String?
 
-    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: the run plans to stay under it (smaller passes, weights streamed from disk) or refuses before starting.")
-    var memoryBudget: String?
+    @OptionGroup var budget: MemoryBudgetOptions
 
     @Option(name: .long, help: "Directory for crash-safe checkpoints (LZ4, checksummed).")
     var checkpointDir: String?
@@ -131,9 +130,6 @@ struct Train: ParsableCommand {
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
-        if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
-        }
         guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
     }
 
@@ -191,9 +187,9 @@ struct Train: ParsableCommand {
         // The memory plan: examples per pass, and mapped or streamed weights.
         let trainable = layout.reduce(0) { $0 + $1.count }
         var plan: MemoryPlan?
-        if let memoryBudget {
+        if let budgetBytes = budget.bytes {
             let request = MemoryRequest(
-                budget: MemoryPlanner.parseSize(memoryBudget)!, config: m.config, fileBytes: m.file.fileSize,
+                budget: budgetBytes, config: m.config, fileBytes: m.file.fileSize,
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
                 vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: batch,
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: doesTI,
@@ -250,7 +246,7 @@ struct Train: ParsableCommand {
             qzo.weights = streamer
             objective = qzo
             evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].mean
+                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
             }
             makeAdapter = {
                 var a = Adapter(method: ["qzo"], baseName: identity.name, baseSHA256: identity.sha256)

@@ -6,6 +6,9 @@ import Quant
 import Glibc
 #endif
 
+/// A sum of per-token negative log-likelihoods and how many tokens it covers. Sums from
+/// separate passes add up before dividing, so a mean does not depend on how the tokens
+/// were split into passes.
 public struct EvaluationResult: Sendable, Equatable {
     /// Scored positions.
     public var tokens: Int
@@ -20,6 +23,10 @@ public struct EvaluationResult: Sendable, Equatable {
     /// Mean NLL per scored token (nats).
     public var nll: Double { tokens > 0 ? totalNLL / Double(tokens) : .nan }
     public var perplexity: Double { exp(nll) }
+
+    public static func + (a: EvaluationResult, b: EvaluationResult) -> EvaluationResult {
+        EvaluationResult(tokens: a.tokens + b.tokens, totalNLL: a.totalNLL + b.totalNLL)
+    }
 }
 
 /// Evaluates examples with reusable buffers.
@@ -79,10 +86,7 @@ public final class Evaluator {
 
     /// Totals over all examples.
     public func evaluate(_ examples: [Example], extra: ExtraTokens? = nil, variant: Int = 0) throws(ModelError) -> EvaluationResult {
-        try perExample(examples, extra: extra, variant: variant).reduce(into: EvaluationResult()) {
-            $0.tokens += $1.tokens
-            $0.totalNLL += $1.totalNLL
-        }
+        try perExample(examples, extra: extra, variant: variant).reduce(EvaluationResult(), +)
     }
 }
 

@@ -241,13 +241,7 @@ extension LlamaModel {
         let s = state
 
         // Attention norm: xb = rmsnorm(x) ⊙ attn_norm
-        Profile.measure(.attnNorm) {
-            Parallel.forRanges(n) { range in
-                for t in range {
-                    rmsNorm(s.x.pointer + t * c.dim, weight: w.attnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
-                }
-            }
-        }
+        Profile.measure(.attnNorm) { normRows(n, weight: w.attnNorm, s) }
 
         // Projections: q (n, qDim), k and v (n, kvDim)
         Profile.measure(.qkv) {
@@ -301,13 +295,7 @@ extension LlamaModel {
         Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
 
         // Feed-forward norm: xb = rmsnorm(x) ⊙ ffn_norm
-        Profile.measure(.ffnNorm) {
-            Parallel.forRanges(n) { range in
-                for t in range {
-                    rmsNorm(s.x.pointer + t * c.dim, weight: w.ffnNorm, count: c.dim, eps: c.rmsEps, into: s.xb.pointer + t * c.dim)
-                }
-            }
-        }
+        Profile.measure(.ffnNorm) { normRows(n, weight: w.ffnNorm, s) }
 
         // SwiGLU: gate = silu(Wgate·xb) ⊙ (Wup·xb)
         Profile.measure(.gateUp) {
@@ -325,15 +313,19 @@ extension LlamaModel {
         Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
     }
 
-    /// Final norm: xb = rmsnorm(x) ⊙ output_norm, the input of the output projection.
-    public func finalNorm(_ batch: Batch, _ state: RunState) {
+    /// xb[t] = rmsnorm(x[t]) ⊙ weight for the first `n` rows, across threads.
+    func normRows(_ n: Int, weight: UnsafePointer<Float>, _ state: RunState) {
         let c = config
-        Parallel.forRanges(batch.count) { range in
+        Parallel.forRanges(n) { range in
             for t in range {
-                rmsNorm(state.x.pointer + t * c.dim, weight: outputNorm.pointer, count: c.dim, eps: c.rmsEps,
-                        into: state.xb.pointer + t * c.dim)
+                rmsNorm(state.x.pointer + t * c.dim, weight: weight, count: c.dim, eps: c.rmsEps, into: state.xb.pointer + t * c.dim)
             }
         }
+    }
+
+    /// Final norm: xb = rmsnorm(x) ⊙ output_norm, the input of the output projection.
+    public func finalNorm(_ batch: Batch, _ state: RunState) {
+        normRows(batch.count, weight: outputNorm.pointer, state)
     }
 
     /// Rotates each head of each token of `span` (rows of `heads × headDim` at `base`)

@@ -26,23 +26,8 @@ public struct PerturbedPoint: Equatable, Sendable {
     public static let unperturbed = PerturbedPoint(seed: nil, sign: 0)
 }
 
-/// A sum of per-token negative log-likelihoods: summed over micro-batches, then divided,
-/// so the loss does not depend on how a batch was split.
-public struct LossSum: Equatable, Sendable {
-    public var tokens: Int
-    public var total: Double
-
-    public init(tokens: Int = 0, total: Double = 0) {
-        self.tokens = tokens
-        self.total = total
-    }
-
-    public var mean: Double { tokens > 0 ? total / Double(tokens) : .nan }
-
-    public static func + (a: LossSum, b: LossSum) -> LossSum {
-        LossSum(tokens: a.tokens + b.tokens, total: a.total + b.total)
-    }
-}
+/// A step's loss at one point: per-token NLLs summed over micro-batches, then divided.
+public typealias LossSum = EvaluationResult
 
 /// How a perturbation is shaped before it is applied: the optimizer's per-value scale s
 /// (HiZOO), then an optional transform T of z (e.g. projection onto a subspace).

@@ -219,7 +219,7 @@ public final class QuantScales: TrainableSet, Objective {
             let nll = model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output, weights: source)
             for (t, target) in targetsFlat.enumerated() where target >= 0 {
                 sums[p].tokens += 1
-                sums[p].total += Double(nll[t])
+                sums[p].totalNLL += Double(nll[t])
             }
         }
     }

@@ -151,7 +151,7 @@ public final class TextualInversion: TrainableSet, Objective {
             for span in batch.spans {
                 for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
                     sums[span.variant].tokens += 1
-                    sums[span.variant].total += Double(nll[t])
+                    sums[span.variant].totalNLL += Double(nll[t])
                 }
             }
             sequences.removeAll(keepingCapacity: true)

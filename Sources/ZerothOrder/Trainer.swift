@@ -169,7 +169,7 @@ public final class Trainer {
             for i in sums.indices { sums[i] = sums[i] + part[i] }
             begin += settings.microBatchSize
         }
-        let losses = sums.map(\.mean)
+        let losses = sums.map(\.nll)
         let meanLoss = losses.reduce(0, +) / Double(losses.count)
         guard losses.allSatisfy({ $0.isFinite }) else {
             throw .nonFiniteLoss(step: s, loss: losses.first { !$0.isFinite } ?? .nan)

@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 import ZerothOrder
 
@@ -9,12 +10,13 @@ import ZerothOrder
         let tau = 32
         let s = SubspaceGradient(groups: 1, dim: dim, mode: .projectEstimate, period: tau, threshold: 1e-3)
         var values = [Float](repeating: 0, count: dim)
-        var rng = SplitMix(state: 1)
+        var rng = SplitMix64(state: 1)
+        func centred() -> Double { Double(rng.next() >> 11) * 0x1p-53 - 0.5 }
         // Directions e0, e1, e2 with different variances; everything else constant.
         for step in 1...tau {
-            values[0] = Float(rng.next()) * 3
-            values[1] = Float(rng.next()) * 2
-            values[2] = Float(rng.next())
+            values[0] = Float(centred()) * 3
+            values[1] = Float(centred()) * 2
+            values[2] = Float(centred())
             values.withUnsafeMutableBufferPointer { p in
                 s.record(step: step, groups: [ParameterGroup(name: "v", values: p.baseAddress!, count: dim)])
             }
@@ -36,13 +38,3 @@ import ZerothOrder
     }
 }
 
-struct SplitMix {
-    var state: UInt64
-    mutating func next() -> Double {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Double((z ^ (z >> 31)) >> 11) * 0x1p-53 - 0.5
-    }
-}

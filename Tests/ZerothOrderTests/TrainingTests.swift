@@ -41,7 +41,7 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
         func derivative(_ eps: Float) throws -> Double {
             let s = try ti.lossSums(at: [PerturbedPoint(seed: 11, sign: 1), PerturbedPoint(seed: 11, sign: -1)],
                                     epsilon: eps, shape: shape, examples: data)
-            return (s[0].mean - s[1].mean) / (2 * Double(eps))
+            return (s[0].nll - s[1].nll) / (2 * Double(eps))
         }
         // Central differences: the error shrinks as ε², so d(ε) and d(ε/2) approach each other 4× faster than ε.
         let d1 = try derivative(4e-3)
@@ -66,7 +66,7 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
         for (i, p) in points.enumerated() {
             let alone = try ti.lossSums(at: [p], epsilon: 0.05, shape: shape, examples: data)[0]
             #expect(alone.tokens == together[i].tokens)
-            #expect(abs(alone.mean - together[i].mean) < 1e-5, "point \(i): \(alone.mean) vs \(together[i].mean)")
+            #expect(abs(alone.nll - together[i].nll) < 1e-5, "point \(i): \(alone.nll) vs \(together[i].nll)")
         }
     }
 
@@ -83,9 +83,9 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
             settings.epsilon = 1e-2
             settings.seed = 3
             let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
-            let before = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].mean
+            let before = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
             while !trainer.isFinished { try trainer.runStep() }
-            let after = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].mean
+            let after = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
             return (ti.values.array, before, after)
         }
         let a = try run()
@@ -107,7 +107,7 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
             parts = zip(parts, s).map { $0 + $1 }
         }
         #expect(whole.map(\.tokens) == parts.map(\.tokens))
-        for i in 0..<2 { #expect(abs(whole[i].mean - parts[i].mean) < 1e-6) }
+        for i in 0..<2 { #expect(abs(whole[i].nll - parts[i].nll) < 1e-6) }
     }
 
     /// A NaN update is refused and θ stays at its last good value.
