@@ -31,6 +31,7 @@ CONFIGS = {
     "qzo-ddc1": ["--ddc", "1"],           # a bound the derivatives actually reach
     "qzo-lr3e-2": ["--lr", "3e-2"],
     "qzo-lr3e-2-ddc1": ["--lr", "3e-2", "--ddc", "1"],
+    "qzo-kl": ["--loss", "kl", "--teacher", Q41],  # distillation toward the Q4_1 model
 }
 
 

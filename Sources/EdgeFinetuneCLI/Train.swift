@@ -71,6 +71,15 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
     var subspaceThreshold: Double = 1e-3
 
+    @Option(name: .long, help: "Training loss: nll (the data's next tokens) or kl (a --teacher model's next-token distributions) (default: nll).")
+    var loss: String = "nll"
+
+    @Option(name: .long, help: "Teacher model (GGUF) for --loss kl, e.g. the original of a requantized model.")
+    var teacher: String?
+
+    @Option(name: .long, help: "Teacher tokens kept per position for --loss kl (default: 32).")
+    var teacherTopK = 32
+
     @Option(name: .long, help: "Optimizer: zo-sgd (built in), or the NAME or PATH of an optimizer plugin, e.g. zo-adam, hizoo (see `plugins list`) (default: zo-sgd).")
     var optimizer: String = "zo-sgd"
 
@@ -130,6 +139,10 @@ struct Train: ParsableCommand {
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
+        if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
+        if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
+        guard teacherTopK >= 1 else { throw ValidationError("--teacher-top-k must be at least 1 (got \(teacherTopK))") }
         guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
     }
 
@@ -208,6 +221,16 @@ struct Train: ParsableCommand {
             // Metadata and norms were copied at load; no page of the mapping is needed now.
             m.file.mapping.release(0..<m.file.fileSize)
         }
+        // Distillation: the teacher's distributions on the training text, computed once.
+        if let teacher {
+            let t = try LlamaModel(path: teacher)
+            guard t.config.vocabSize == m.config.vocabSize, t.tokenizer.count == m.tokenizer.count - (doesTI ? newToken.count : 0) else {
+                throw ValidationError("--teacher \(teacher) does not share the model's vocabulary")
+            }
+            let teacherStream = streamer == nil ? nil : WeightStreamer(model: t)
+            try Distillation.attachTeacher(t, to: &train, k: teacherTopK, contextLength: length, weights: teacherStream)
+            warn("distillation: the teacher's \(teacherTopK) most likely tokens at every position; its entropy over them is \(fixed(Distillation.teacherEntropy(train))) nats (the training loss minus this is the KL divergence)")
+        }
         // Buffers sized for the largest micro-batch the data can form.
         let longest = train.map(\.tokens.count).sorted(by: >)
         let microBatchTokens = max(longest.prefix(settings.microBatchSize).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
@@ -269,7 +292,7 @@ struct Train: ParsableCommand {
                 "method": method, "steps": steps, "batch": batch, "lr": Double(settings.learningRate),
                 "eps": Double(settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
-                "data": data, "optimizer": optimizer.name, "optimizer_options": opt,
+                "data": data, "optimizer": optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
             ])
             try adapter.write(to: out, dim: m.config.dim)
         }
@@ -282,7 +305,7 @@ struct Train: ParsableCommand {
             "subspace": subspace, "subspace_period": "\(subspacePeriod)", "subspace_threshold": "\(subspaceThreshold)",
             "tensors": tensors, "ddc": "\(ddc)", "train_offsets": "\(trainOffsets)", "optimizer": optimizer.name,
             "optimizer_options": opt.joined(separator: " "),
-            "max_length": "\(length)",
+            "max_length": "\(length)", "loss": loss, "teacher": teacher ?? "", "teacher_top_k": "\(teacherTopK)",
         ]
         let store = try checkpointDir.map { try CheckpointStore(directory: $0) }
         if resume, let store {

@@ -13,11 +13,15 @@ public struct Example: Sendable, Equatable {
     public var targets: [Int32]
     /// Line of the data file it came from (1-based).
     public var line: Int
+    /// A teacher's distributions at the scored positions (distillation), when set: the loss
+    /// is then the cross-entropy to them instead of the NLL of `targets`.
+    public var soft: [SoftTarget?]?
 
-    public init(tokens: [Int32], targets: [Int32], line: Int) {
+    public init(tokens: [Int32], targets: [Int32], line: Int, soft: [SoftTarget?]? = nil) {
         self.tokens = tokens
         self.targets = targets
         self.line = line
+        self.soft = soft
     }
 
     /// Positions that carry a loss.

@@ -187,3 +187,78 @@ extension LlamaModel {
         return (0..<m).map { i in total.runningMax[i] + logf(total.runningSum[i]) - total.targetLogit[i] }
     }
 }
+
+/// A teacher's next-token distribution at one position, kept to its most likely tokens:
+/// their ids and probabilities (renormalized over those tokens).
+public struct SoftTarget: Sendable, Equatable {
+    public var ids: [Int32]
+    public var probabilities: [Float]
+
+    public init(ids: [Int32], probabilities: [Float]) {
+        self.ids = ids
+        self.probabilities = probabilities
+    }
+
+    /// The teacher's entropy over these tokens: cross-entropy minus this is the KL divergence.
+    public var entropy: Double {
+        probabilities.reduce(0.0) { $0 - ($1 > 0 ? Double($1) * log(Double($1)) : 0) }
+    }
+}
+
+extension LlamaModel {
+    /// Cross-entropy H(p, q) = log Σ e^logits − Σₖ pₖ · logit(idₖ) (nats) of each token's soft
+    /// target p under this model's next-token distribution q (after `forward`); tokens
+    /// without a soft target give NaN. Minimizing it over q minimizes KL(p ‖ q).
+    public func crossEntropies(_ batch: Batch, _ state: RunState, soft: [SoftTarget?], extra: ExtraTokens? = nil,
+                               scratch o: OutputScratch, weights: WeightSource? = nil) -> [Float] {
+        // The tiled head gives log Σ e^logits − logit(first id); add the first id's logit back.
+        let first = soft.map { $0?.ids.first ?? -1 }
+        let partial = negativeLogLikelihoods(batch, state, targets: first, extra: extra, scratch: o, weights: weights)
+        let source = weights ?? self
+        let dim = config.dim
+        var variant = [Int](repeating: 0, count: batch.count)
+        for span in batch.spans { for t in span.start..<(span.start + span.count) { variant[t] = span.variant } }
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: dim) { row in
+            (0..<batch.count).map { t -> Float in
+                guard let target = soft[t], !target.ids.isEmpty else { return .nan }
+                let h = state.xb.pointer + t * dim
+                func logit(_ id: Int32) -> Float {
+                    if let extra, Int(id) >= extra.firstID {
+                        return dotF32(extra.tables[variant[t]] + (Int(id) - extra.firstID) * dim, h, count: dim)
+                    }
+                    source.outputRows(Int(id)..<(Int(id) + 1), thread: 0).dequantize(rows: 0..<1, into: row.baseAddress!)
+                    return dotF32(row.baseAddress!, h, count: dim)
+                }
+                let lse = partial[t] + logit(target.ids[0])
+                var expected: Float = 0
+                for (id, p) in zip(target.ids, target.probabilities) { expected += p * logit(id) }
+                return lse - expected
+            }
+        }
+    }
+
+    /// The `k` most likely next tokens at each position with a target (after `forward`).
+    public func topTokens(_ batch: Batch, _ state: RunState, targets: [Int32], k: Int, extra: ExtraTokens? = nil,
+                          weights: WeightSource? = nil) -> [SoftTarget?] {
+        let vocab = vocabularySize(extra: extra)
+        let logits = FloatBuffer(count: vocab)
+        return (0..<batch.count).map { t -> SoftTarget? in
+            guard targets[t] >= 0 else { return nil }
+            self.logits(state, token: t, extra: extra, into: logits.pointer, weights: weights)
+            softmax(logits.pointer, count: vocab)
+            // Partial selection of the k largest.
+            var best = [(Float, Int32)]()
+            best.reserveCapacity(k + 1)
+            for v in 0..<vocab {
+                let p = logits[v]
+                if best.count < k || p > best[best.count - 1].0 {
+                    let at = best.firstIndex { $0.0 < p } ?? best.count
+                    best.insert((p, Int32(v)), at: at)
+                    if best.count > k { best.removeLast() }
+                }
+            }
+            let mass = best.reduce(0) { $0 + $1.0 }
+            return SoftTarget(ids: best.map(\.1), probabilities: best.map { $0.0 / mass })
+        }
+    }
+}

@@ -214,9 +214,12 @@ public final class QuantScales: TrainableSet, Objective {
                 model.block(l, w, batch, streams[p])
             }
         }
+        let soft: [SoftTarget?]? = examples.first?.soft != nil
+            ? examples.flatMap { $0.soft ?? Array(repeating: nil, count: $0.tokens.count) } : nil
         for p in points.indices {
             model.finalNorm(batch, streams[p])
-            let nll = model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output, weights: source)
+            let nll = soft.map { model.crossEntropies(batch, streams[p], soft: $0, scratch: output, weights: source) }
+                ?? model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output, weights: source)
             for (t, target) in targetsFlat.enumerated() where target >= 0 {
                 sums[p].tokens += 1
                 sums[p].totalNLL += Double(nll[t])

@@ -141,21 +141,26 @@ public final class TextualInversion: TrainableSet, Objective {
         var sums = [LossSum](repeating: LossSum(), count: points.count)
         var sequences = [[Int32]]()
         var targets = [Int32]()
+        var soft = [SoftTarget?]()
         var variants = [Int]()
+        let distilled = examples.first?.soft != nil
         func flush() throws(TrainingError) {
             guard !sequences.isEmpty else { return }
             let batch = Batch(sequences: sequences, variants: variants)
             do { try model.validate(batch, state, extra: extra) } catch { throw .model(error) }
             model.forward(batch, state, extra: extra, weights: weights)
-            let nll = model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
+            let losses = distilled
+                ? model.crossEntropies(batch, state, soft: soft, extra: extra, scratch: output, weights: weights)
+                : model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
             for span in batch.spans {
                 for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
                     sums[span.variant].tokens += 1
-                    sums[span.variant].totalNLL += Double(nll[t])
+                    sums[span.variant].totalNLL += Double(losses[t])
                 }
             }
             sequences.removeAll(keepingCapacity: true)
             targets.removeAll(keepingCapacity: true)
+            soft.removeAll(keepingCapacity: true)
             variants.removeAll(keepingCapacity: true)
         }
         var used = 0
@@ -170,6 +175,7 @@ public final class TextualInversion: TrainableSet, Objective {
                 }
                 sequences.append(example.tokens)
                 targets.append(contentsOf: example.targets)
+                if distilled { soft.append(contentsOf: example.soft ?? Array(repeating: nil, count: example.tokens.count)) }
                 variants.append(p)
                 used += example.tokens.count
             }
