@@ -150,189 +150,59 @@ struct Train: ParsableCommand {
         model.applyThreads()
         let clock = ContinuousClock()
         let started = clock.now
-        let methods = Set(method.split(separator: ",").map(String.init))
-        let doesTI = methods.contains("textual-inversion")
-        let doesQZO = methods.contains("qzo")
-        // New tokens join the vocabulary as the model loads: one tokenizer in memory.
-        let m = try LlamaModel(path: model.model, addedTokens: doesTI ? newToken : [])
-        let length = min(maxLength, m.config.contextLength)
 
-        var settings = TrainingSettings()
-        settings.steps = steps
-        settings.batchSize = batch
-        settings.microBatchSize = batch
-        settings.learningRate = lr ?? 1e-2
-        settings.epsilon = eps ?? 1e-3
-        settings.directions = directions
-        settings.estimator = EstimatorKind(rawValue: estimator)!
-        settings.seed = seed
-        settings.evalEvery = evalEvery
-        settings.clip = doesQZO ? (ddc > 0 ? ddc : nil) : nil
-
-        // Data, tokenized with any new tokens.
-        let tokenizer = m.tokenizer
-        var train = try Dataset.load(path: data, tokenizer: tokenizer, maxLength: length)
-        var held: [Example] = []
-        if let evalData {
-            held = try Dataset.load(path: evalData, tokenizer: tokenizer, maxLength: length)
-        } else if evalFraction > 0 {
-            var rng = SeededGenerator(seed: seed ^ 0xE7A1)
-            train.shuffle(using: &rng)
-            let n = max(1, Int(Double(train.count) * evalFraction))
-            held = Array(train.prefix(n))
-            train.removeFirst(n)
-        }
-        // The trainable groups, known before anything is allocated: the optimizer and the
-        // memory planner need them first.
-        let patterns = tensors.split(separator: ",").map(String.init)
-        let layout: [(name: String, count: Int)] = doesTI
-            ? newToken.map { (name: "token \($0)", count: m.config.dim) }
-            : QuantScales.groupLayout(model: m, patterns: patterns, trainOffsets: trainOffsets)
-        guard !layout.isEmpty else {
-            throw ValidationError("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(tensors)")
-        }
-        // A plugin says up front whether it needs the loss at θ itself (one more point per step).
-        let plugin = optimizer == "zo-sgd" ? nil : try PluginHost.load(optimizer)
-        let optimizer: Optimizer = try plugin.map { try $0.makeOptimizer(options: opt, groups: layout, memoryBudget: nil) }
-            ?? builtInSGD(layout.map(\.count))
-        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
-
-        // The memory plan: examples per pass, and mapped or streamed weights.
-        let trainable = layout.reduce(0) { $0 + $1.count }
-        var plan: MemoryPlan?
-        if let budgetBytes = budget.bytes {
-            let request = MemoryRequest(
-                budget: budgetBytes, config: m.config, fileBytes: m.file.fileSize,
-                largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
-                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: batch,
-                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: doesTI,
-                contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
-                otherBytes: subspace == "off" ? 0 : 4 * subspacePeriod * trainable + 4 * trainable)
-            switch MemoryPlanner.plan(request) {
-            case .success(let p): plan = p
-            case .failure(let e): throw e
-            }
-            warn("memory plan: \(plan!.description)")
-        }
-        settings.microBatchSize = plan?.microBatchSize ?? batch
-        let tileRows = plan?.tileRows ?? RunState.tileRows
-        let streamer = plan?.streaming == true ? WeightStreamer(model: m) : nil
-        if streamer != nil {
-            // Metadata and norms were copied at load; no page of the mapping is needed now.
-            m.file.mapping.release(0..<m.file.fileSize)
-        }
-        // Distillation: the teacher's distributions on the training text, computed once.
-        if let teacher {
-            let t = try LlamaModel(path: teacher)
-            guard t.config.vocabSize == m.config.vocabSize, t.tokenizer.count == m.tokenizer.count - (doesTI ? newToken.count : 0) else {
-                throw ValidationError("--teacher \(teacher) does not share the model's vocabulary")
-            }
-            let teacherStream = streamer == nil ? nil : WeightStreamer(model: t)
-            try Distillation.attachTeacher(t, to: &train, k: teacherTopK, contextLength: length, weights: teacherStream)
-            warn("distillation: the teacher's \(teacherTopK) most likely tokens at every position; its entropy over them is \(fixed(Distillation.teacherEntropy(train))) nats (the training loss minus this is the KL divergence)")
-        }
-        // Buffers sized for the largest micro-batch the data can form.
-        let longest = train.map(\.tokens.count).sorted(by: >)
-        let microBatchTokens = max(longest.prefix(settings.microBatchSize).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
-
-        // The method: its objective, held-out evaluation and adapter.
-        let objective: Objective
-        let evaluate: (() throws(TrainingError) -> Double)?
-        let makeAdapter: () -> Adapter
-        let identity = Adapter.identity(of: m)
-        var subspaceGradient: SubspaceGradient?
-        if doesTI {
-            let ti = try TextualInversion(model: m, newTokens: newToken, initToken: initToken, microBatchTokens: microBatchTokens,
-                                          maxPoints: points, contextLength: length, tileRows: tileRows, tokenizer: tokenizer)
-            ti.weights = streamer
-            let newIDs = Set((0..<newToken.count).map { Int32(ti.firstID + $0) })
-            if !train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) {
-                throw ValidationError("no training example contains a new token (\(newToken.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
-            }
-            objective = ti
-            let evaluator = ti.evaluator
-            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
-            evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in try heldOutNLL(evaluator, held, extra) }
-            subspaceGradient = SubspaceGradient.Mode(rawValue: subspace).map {
-                SubspaceGradient(groups: newToken.count, dim: m.config.dim, mode: $0, period: subspacePeriod, threshold: subspaceThreshold)
-            }
-            makeAdapter = {
-                var a = Adapter(method: ["textual-inversion"], baseName: identity.name, baseSHA256: identity.sha256)
-                a.newTokens = newToken
-                a.embeddings = ti.values.array
-                return a
-            }
-            warn("textual inversion: \(newToken.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\"")
-        } else {
-            let qzo = try QuantScales(model: m, patterns: patterns, trainOffsets: trainOffsets, microBatchTokens: microBatchTokens,
-                                      maxPoints: points, contextLength: length, tileRows: tileRows)
-            qzo.weights = streamer
-            objective = qzo
-            evaluate = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
-            }
-            makeAdapter = {
-                var a = Adapter(method: ["qzo"], baseName: identity.name, baseSHA256: identity.sha256)
-                for (i, t) in qzo.targets.enumerated() {
-                    let tuned = qzo.tunedScales(i)
-                    a.scales[t.tensor.name] = tuned.d
-                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
-                }
-                return a
-            }
-            warn("QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(megabytes(qzo.parameterCount * 4)) master copy)")
-        }
-        precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
-        let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
-                                  subspace: subspaceGradient, evaluate: evaluate)
+        // Flags to options; everything else is the library's.
+        var o = TrainingRunOptions(modelPath: model.model, dataPath: data,
+                                   method: method == "qzo"
+                                       ? .qzo(patterns: tensors.split(separator: ",").map(String.init), trainOffsets: trainOffsets)
+                                       : .textualInversion(newTokens: newToken, initToken: initToken))
+        o.evalPath = evalData
+        o.evalFraction = evalFraction
+        o.maxLength = maxLength
+        o.settings.steps = steps
+        o.settings.batchSize = batch
+        o.settings.microBatchSize = batch
+        o.settings.learningRate = lr ?? 1e-2
+        o.settings.epsilon = eps ?? 1e-3
+        o.settings.directions = directions
+        o.settings.estimator = EstimatorKind(rawValue: estimator)!
+        o.settings.seed = seed
+        o.settings.evalEvery = evalEvery
+        o.settings.clip = method == "qzo" && ddc > 0 ? ddc : nil
+        o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold) }
+        o.teacher = teacher.map { ($0, teacherTopK) }
+        o.memoryBudget = budget.bytes
+        o.checkpointDirectory = checkpointDir
+        o.checkpointEvery = checkpointEvery
+        o.resume = resume
+        o.extraIdentity = ["optimizer_options": opt.joined(separator: " ")]
+        let run = try TrainingRun(o, makeOptimizer: { groups in
+            // A plugin, or the built-in ZO-SGD.
+            if optimizer == "zo-sgd" { return try builtInSGD(groups.map(\.count)) }
+            return try PluginHost.load(optimizer).makeOptimizer(options: opt, groups: groups, memoryBudget: nil)
+        }, note: warn)
 
         func writeAdapter() throws {
-            var adapter = makeAdapter()
-            adapter.training = jsonText([
-                "method": method, "steps": steps, "batch": batch, "lr": Double(settings.learningRate),
-                "eps": Double(settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
+            let training = jsonText([
+                "method": method, "steps": steps, "batch": batch, "lr": Double(o.settings.learningRate),
+                "eps": Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
-                "data": data, "optimizer": optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
+                "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
             ])
-            try adapter.write(to: out, dim: m.config.dim)
+            try run.adapter(training: training).write(to: out, dim: run.model.config.dim)
         }
 
-        // Checkpoints: the flags that fix the trajectory must match to resume.
-        let runIdentity: [String: String] = [
-            "model_sha256": identity.sha256, "method": method, "new_tokens": newToken.joined(separator: "\u{1F}"),
-            "init_token": initToken, "data": data, "batch": "\(batch)", "lr": "\(settings.learningRate)",
-            "eps": "\(settings.epsilon)", "directions": "\(directions)", "estimator": estimator, "seed": "\(seed)",
-            "subspace": subspace, "subspace_period": "\(subspacePeriod)", "subspace_threshold": "\(subspaceThreshold)",
-            "tensors": tensors, "ddc": "\(ddc)", "train_offsets": "\(trainOffsets)", "optimizer": optimizer.name,
-            "optimizer_options": opt.joined(separator: " "),
-            "max_length": "\(length)", "loss": loss, "teacher": teacher ?? "", "teacher_top_k": "\(teacherTopK)",
-        ]
-        let store = try checkpointDir.map { try CheckpointStore(directory: $0) }
-        if resume, let store {
-            if let c = store.loadNewest(warn: warn) {
-                for (key, value) in runIdentity where c.identity[key] != value {
-                    throw ValidationError("cannot resume from \(store.path(completed: c.step - 1)): it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")
-                }
-                try trainer.restore(c)
-                warn("resuming from \(store.path(completed: c.step - 1)) at step \(c.step)")
-            } else {
-                warn("no valid checkpoint in \(store.directory); starting from step 1")
-            }
-        }
-
-        let initialEval = try evaluate?()
-        warn("\(train.count) training examples (\(held.count) held out), \(steps) steps of \(batch), \(points) forward points per step")
+        let initialEval = try run.evaluate()
         if let initialEval { warn("held-out NLL before training: \(fixed(initialEval))") }
-
         let log = try logJson.map { try JSONLog(path: $0) }
         if let initialEval { try log?.writeInitial(evalNLL: initialEval) }
-        var progress = ProgressDisplay(total: steps, first: trainer.step)
+        var progress = ProgressDisplay(total: steps, first: run.nextStep)
         var records = [StepRecord]()
         var lastEval = initialEval
-        while !trainer.isFinished {
+        while !run.isFinished {
             let record: StepRecord
             do {
-                record = try trainer.runStep()
+                record = try run.step()
             } catch {
                 // Keep what was learned up to the last good step.
                 switch error {
@@ -342,11 +212,8 @@ struct Train: ParsableCommand {
                 throw error
             }
             records.append(record)
-            if let store, record.step % checkpointEvery == 0 || record.step == steps {
-                try store.save(trainer.checkpoint(identity: runIdentity))
-            }
             if let e = record.evalLoss { lastEval = e }
-            try log?.write(record, lr: settings.learningRate)
+            try log?.write(record, lr: o.settings.learningRate)
             progress.update(record, lastEval: lastEval)
         }
         progress.finish()
@@ -355,13 +222,14 @@ struct Train: ParsableCommand {
         let seconds = (clock.now - started).seconds
         let curve = out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg"
         try LossCurve(records: records, initialEval: initialEval).write(to: curve)
-        var summary = [["adapter", out], ["loss curve", curve], ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(steps) / seconds)],
+        var summary = [["adapter", out], ["loss curve", curve],
+                       ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(records.count) / seconds)],
                        ["peak RSS", megabytes(peakRSS())]]
         if let initialEval, let lastEval {
             summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
         }
         if let first = records.first, let last = records.last {
-            summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step 1 → \(last.step))"], at: 0)
+            summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step \(first.step) → \(last.step))"], at: 0)
         }
         print(table(summary))
     }
@@ -385,11 +253,6 @@ extension Train {
         }
         return ZOSGD(groupSizes: sizes, momentum: momentum, weightDecay: weightDecay)
     }
-}
-
-/// Held-out NLL with the current new-token rows.
-func heldOutNLL(_ e: Evaluator, _ held: [Example], _ extra: ExtraTokens) throws(TrainingError) -> Double {
-    do { return try e.evaluate(held, extra: extra).nll } catch { throw .model(error) }
 }
 
 extension Duration {

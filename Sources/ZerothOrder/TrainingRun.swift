@@ -1,0 +1,269 @@
+// A training run, wired: the model, the data, the method's trainable set and objective,
+// the memory plan, the optimizer, checkpoints. The command line fills in `TrainingRunOptions`
+// from its flags and drives `step()`; everything between lives here.
+
+import Model
+import Quant
+
+/// What to train.
+public enum TrainingMethod: Equatable, Sendable {
+    /// New tokens' embeddings, starting from `initToken`'s.
+    case textualInversion(newTokens: [String], initToken: String)
+    /// The block scales of the tensors matching `patterns` (and Q4_1 offsets when asked).
+    case qzo(patterns: [String], trainOffsets: Bool)
+
+    public var name: String {
+        switch self {
+        case .textualInversion: "textual-inversion"
+        case .qzo: "qzo"
+        }
+    }
+}
+
+public struct TrainingRunOptions: Sendable {
+    public var modelPath: String
+    public var dataPath: String
+    public var evalPath: String?
+    /// Held out from the training data when `evalPath` is nil.
+    public var evalFraction = 0.0
+    public var method: TrainingMethod
+    public var settings = TrainingSettings()
+    public var maxLength = 128
+    /// Subspace gradient (textual inversion): mode, period τ, threshold ν.
+    public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double)?
+    /// Distillation: teacher model and tokens kept per position.
+    public var teacher: (path: String, topK: Int)?
+    public var memoryBudget: Int?
+    public var checkpointDirectory: String?
+    public var checkpointEvery = 50
+    public var resume = false
+    /// Flags that fix the trajectory besides the ones above (e.g. the optimizer's options):
+    /// they go into checkpoints, and a resume must match them.
+    public var extraIdentity: [String: String] = [:]
+
+    public init(modelPath: String, dataPath: String, method: TrainingMethod) {
+        self.modelPath = modelPath
+        self.dataPath = dataPath
+        self.method = method
+    }
+}
+
+public final class TrainingRun {
+    public let options: TrainingRunOptions
+    public let model: LlamaModel
+    public let train: [Example]
+    public let held: [Example]
+    public let plan: MemoryPlan?
+    public let trainer: Trainer
+    public let optimizer: Optimizer
+    /// The base model's identity (for adapters).
+    public let base: (name: String, sha256: String)
+    /// Flags that must match to resume, stored in checkpoints.
+    public let identity: [String: String]
+    private let store: CheckpointStore?
+    private let evaluateNow: (() throws(TrainingError) -> Double)?
+    private let makeAdapter: () -> Adapter
+    private let describeMethod: String
+
+    /// Sets the run up. `makeOptimizer` builds the optimizer for the trainable groups (name
+    /// and size of each, in order); `note` receives one-line progress notes.
+    public init(_ o: TrainingRunOptions, makeOptimizer: ([(name: String, count: Int)]) throws -> Optimizer,
+                note: (String) -> Void) throws {
+        options = o
+        var settings = o.settings
+        let newTokens: [String]
+        if case .textualInversion(let tokens, _) = o.method { newTokens = tokens } else { newTokens = [] }
+        // New tokens join the vocabulary as the model loads: one tokenizer in memory.
+        let m = try LlamaModel(path: o.modelPath, addedTokens: newTokens)
+        model = m
+        let length = min(o.maxLength, m.config.contextLength)
+
+        // Data, tokenized with any new tokens.
+        var train = try Dataset.load(path: o.dataPath, tokenizer: m.tokenizer, maxLength: length)
+        var held: [Example] = []
+        if let evalPath = o.evalPath {
+            held = try Dataset.load(path: evalPath, tokenizer: m.tokenizer, maxLength: length)
+        } else if o.evalFraction > 0 {
+            var rng = SeededGenerator(seed: settings.seed ^ 0xE7A1)
+            train.shuffle(using: &rng)
+            let n = max(1, Int(Double(train.count) * o.evalFraction))
+            held = Array(train.prefix(n))
+            train.removeFirst(n)
+        }
+
+        // The trainable groups, known before anything is allocated: the optimizer and the
+        // memory planner need them first.
+        let layout: [(name: String, count: Int)]
+        switch o.method {
+        case .textualInversion(let tokens, _):
+            layout = tokens.map { (name: "token \($0)", count: m.config.dim) }
+        case .qzo(let patterns, let offsets):
+            layout = QuantScales.groupLayout(model: m, patterns: patterns, trainOffsets: offsets)
+            guard !layout.isEmpty else {
+                throw TrainingError.invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
+            }
+        }
+        optimizer = try makeOptimizer(layout)
+        let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
+        let isTI = newTokens.count > 0
+
+        // The memory plan: examples per pass, and mapped or streamed weights.
+        let trainable = layout.reduce(0) { $0 + $1.count }
+        var plan: MemoryPlan?
+        if let budget = o.memoryBudget {
+            let request = MemoryRequest(
+                budget: budget, config: m.config, fileBytes: m.file.fileSize,
+                largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
+                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
+                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: isTI,
+                contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
+                otherBytes: o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
+            switch MemoryPlanner.plan(request) {
+            case .success(let p): plan = p
+            case .failure(let e): throw e
+            }
+            note("memory plan: \(plan!.description)")
+        }
+        self.plan = plan
+        settings.microBatchSize = plan?.microBatchSize ?? settings.batchSize
+        let tileRows = plan?.tileRows ?? RunState.tileRows
+        let streamer = plan?.streaming == true ? WeightStreamer(model: m) : nil
+        if streamer != nil {
+            // Metadata and norms were copied at load; no page of the mapping is needed now.
+            m.file.mapping.release(0..<m.file.fileSize)
+        }
+
+        // Distillation: the teacher's distributions on the training text, computed once.
+        if let teacher = o.teacher {
+            let t = try LlamaModel(path: teacher.path)
+            guard t.config.vocabSize == m.config.vocabSize, t.tokenizer.count == m.tokenizer.count - newTokens.count else {
+                throw TrainingError.invalidSetting("the teacher \(teacher.path) does not share the model's vocabulary")
+            }
+            try Distillation.attachTeacher(t, to: &train, k: teacher.topK, contextLength: length,
+                                           weights: streamer == nil ? nil : WeightStreamer(model: t))
+            note("distillation: the teacher's \(teacher.topK) most likely tokens at every position; their entropy is \(String(format: "%.4f", Distillation.teacherEntropy(train))) nats (the training loss minus this is the KL divergence)")
+        }
+        self.train = train
+        self.held = held
+
+        // Buffers sized for the largest micro-batch the data can form.
+        let longest = train.map(\.tokens.count).sorted(by: >)
+        let microBatchTokens = max(longest.prefix(settings.microBatchSize).reduce(0, +), held.map(\.tokens.count).max() ?? 0)
+
+        // The method: its objective, held-out evaluation and adapter.
+        let base = Adapter.identity(of: m)
+        self.base = base
+        let objective: Objective
+        var subspaceGradient: SubspaceGradient?
+        switch o.method {
+        case .textualInversion(let tokens, let initToken):
+            let ti = try TextualInversion(model: m, newTokens: tokens, initToken: initToken, microBatchTokens: microBatchTokens,
+                                          maxPoints: points, contextLength: length, tileRows: tileRows)
+            ti.weights = streamer
+            let newIDs = Set((0..<tokens.count).map { Int32(ti.firstID + $0) })
+            guard train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) else {
+                throw TrainingError.newToken("no training example contains a new token (\(tokens.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
+            }
+            objective = ti
+            let evaluator = ti.evaluator
+            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
+            evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
+                try heldOutNLL(evaluator, held, extra)
+            }
+            subspaceGradient = o.subspace.map {
+                SubspaceGradient(groups: tokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold)
+            }
+            makeAdapter = {
+                var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
+                a.newTokens = tokens
+                a.embeddings = ti.values.array
+                return a
+            }
+            describeMethod = "textual inversion: \(tokens.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\""
+        case .qzo(let patterns, let offsets):
+            let qzo = try QuantScales(model: m, patterns: patterns, trainOffsets: offsets, microBatchTokens: microBatchTokens,
+                                      maxPoints: points, contextLength: length, tileRows: tileRows)
+            qzo.weights = streamer
+            objective = qzo
+            evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
+                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
+            }
+            makeAdapter = {
+                var a = Adapter(method: ["qzo"], baseName: base.name, baseSHA256: base.sha256)
+                for (i, t) in qzo.targets.enumerated() {
+                    let tuned = qzo.tunedScales(i)
+                    a.scales[t.tensor.name] = tuned.d
+                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
+                }
+                return a
+            }
+            describeMethod = "QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(String(format: "%.1f MB", Double(qzo.parameterCount * 4) / 1e6)) master copy)"
+        }
+        precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
+        trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
+                              subspace: subspaceGradient, evaluate: evaluateNow)
+
+        // Checkpoints: the flags that fix the trajectory must match to resume.
+        let s = o.settings
+        var identity: [String: String] = [
+            "model_sha256": base.sha256, "method": o.method.name, "data": o.dataPath, "batch": "\(s.batchSize)",
+            "lr": "\(s.learningRate)", "eps": "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
+            "seed": "\(s.seed)", "ddc": "\(s.clip ?? 0)", "optimizer": optimizer.name, "max_length": "\(length)",
+            "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold)" } ?? "off",
+            "teacher": o.teacher.map { "\($0.path) \($0.topK)" } ?? "",
+        ]
+        switch o.method {
+        case .textualInversion(let tokens, let initToken):
+            identity["new_tokens"] = tokens.joined(separator: "\u{1F}")
+            identity["init_token"] = initToken
+        case .qzo(let patterns, let offsets):
+            identity["tensors"] = patterns.joined(separator: ",")
+            identity["train_offsets"] = "\(offsets)"
+        }
+        identity.merge(o.extraIdentity) { $1 }
+        self.identity = identity
+        store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0) }
+        if o.resume, let store {
+            if let c = store.loadNewest(warn: note) {
+                for (key, value) in identity where c.identity[key] != value {
+                    throw TrainingError.checkpoint(path: store.path(completed: c.step - 1),
+                                                   message: "cannot resume: it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")
+                }
+                try trainer.restore(c)
+                note("resuming from \(store.path(completed: c.step - 1)) at step \(c.step)")
+            } else {
+                note("no valid checkpoint in \(store.directory); starting from step 1")
+            }
+        }
+        note(describeMethod)
+        note("\(train.count) training examples (\(held.count) held out), \(settings.steps) steps of \(settings.batchSize), \(points) forward points per step")
+    }
+
+    public var isFinished: Bool { trainer.isFinished }
+    /// The next step to run.
+    public var nextStep: Int { trainer.step }
+
+    /// Held-out NLL at the current parameters, when there is held-out data.
+    public func evaluate() throws(TrainingError) -> Double? { try evaluateNow?() }
+
+    /// Runs the next step, then saves a checkpoint when one is due.
+    public func step() throws(TrainingError) -> StepRecord {
+        let record = try trainer.runStep()
+        if let store, record.step % options.checkpointEvery == 0 || record.step == trainer.settings.steps {
+            try store.save(trainer.checkpoint(identity: identity))
+        }
+        return record
+    }
+
+    /// What was learned, as an adapter recording `training` (the run's settings as JSON).
+    public func adapter(training: String) -> Adapter {
+        var a = makeAdapter()
+        a.training = training
+        return a
+    }
+}
+
+/// Held-out NLL with the new-token rows of `extra`.
+func heldOutNLL(_ e: Evaluator, _ held: [Example], _ extra: ExtraTokens) throws(TrainingError) -> Double {
+    do { return try e.evaluate(held, extra: extra).nll } catch { throw .model(error) }
+}
