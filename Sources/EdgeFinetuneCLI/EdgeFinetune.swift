@@ -56,7 +56,7 @@ struct ModelOptions: ParsableArguments {
 
 /// `--memory-budget`, shared by the commands that plan their memory.
 struct MemoryBudgetOptions: ParsableArguments {
-    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: plan smaller passes and stream weights from disk to stay under it, or refuse before starting.")
+    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: plan smaller passes and stream weights from disk to stay under it, or refuse before starting (train's default: the model file's size plus 40 MB).")
     var memoryBudget: String?
 
     /// The budget in bytes, when one was given.

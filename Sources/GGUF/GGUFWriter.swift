@@ -36,10 +36,11 @@ public struct GGUFWriter {
         tensors.append((GGUFTensorInfo(name: name, type: type, shape: shape), source))
     }
 
-    /// Adds a float32 tensor.
+    /// Adds a float32 tensor (its values are copied out only as the file is written).
     public mutating func addTensor(name: String, shape: [Int], floats: [Float]) {
-        let bytes = floats.withUnsafeBytes { Array($0) }
-        addTensor(name: name, type: .f32, shape: shape, source: .bytes(bytes))
+        addTensor(name: name, type: .f32, shape: shape, source: .generate { out in
+            floats.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(out.count))) }
+        })
     }
 
     /// Writes the file atomically: temporary file, fsync, rename, fsync of the directory.

@@ -14,7 +14,7 @@
 //   trainable     master copies of the trained values, and a backup for a refused step
 //   optimizer     its state (moments, Hessian estimates), plugin allocations included
 //   other         subspace-gradient history, checkpoint encoding (a copy of the state)
-//   margin        allocator slack and thread stacks (3 MB)
+//   margin        allocator slack and thread stacks: 2 MB plus 3% of the rest
 // A micro-batch is a group of whole examples run in one pass; a step's loss is summed over
 // its micro-batches, so the result does not depend on the plan.
 
@@ -101,8 +101,8 @@ public enum MemoryPlanner {
     public static let runtimeBytes = 27_000_000
     /// Tokenizer tables per vocabulary entry (token or merge), measured.
     public static let bytesPerVocabularyEntry = 80
-    /// Allocator slack and thread stacks.
-    public static let marginBytes = 3_000_000
+    /// Allocator slack and thread stacks, besides 3% of the estimate.
+    public static let marginBytes = 2_000_000
     /// Rows of the output matrix read per tile when streaming.
     public static let outputTileRows = 256
     /// Rows of a weight matrix dequantized at a time when memory is short.
@@ -143,10 +143,11 @@ public enum MemoryPlanner {
             ("trainable values", 8 * r.trainableValues),
             ("optimizer state", r.optimizerStateBytes),
             ("other", r.otherBytes),
-            ("margin", marginBytes),
         ]
+        let sum = parts.reduce(0) { $0 + $1.1 }
+        let withMargin = parts + [("margin", marginBytes + 3 * sum / 100)]
         return MemoryPlan(microBatchSize: microBatch, tileRows: tileRows, passTokens: passTokens, streaming: streaming,
-                          parts: parts.map { (name: $0.0, bytes: $0.1) })
+                          parts: withMargin.map { (name: $0.0, bytes: $0.1) })
     }
 
     /// Parses sizes such as "96M", "1.5G", "512k", "100000000".

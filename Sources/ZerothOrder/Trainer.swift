@@ -85,27 +85,28 @@ public final class Trainer {
 
     /// The run's state after the last completed step.
     public func checkpoint(identity: [String: String]) throws(TrainingError) -> Checkpoint {
-        let groups = objective.parameters.groups.map { Array(UnsafeBufferPointer(start: $0.values, count: $0.count)) }
+        let groups = objective.parameters.groups
         let optimizerState: [UInt8]
         do { optimizerState = try optimizer.saveState() } catch { throw .optimizer(error) }
         return Checkpoint(step: step, identity: identity, groups: groups, optimizerState: optimizerState,
                           subspaceState: subspace?.saveState() ?? [])
     }
 
-    /// Restores θ, the optimizer and the subspace from `checkpoint` and continues at its step.
+    /// Restores the optimizer and the subspace from `checkpoint` (loaded into this trainer's
+    /// groups, so θ is already in place) and continues at its step.
     public func restore(_ checkpoint: Checkpoint) throws(TrainingError) {
         let groups = objective.parameters.groups
         guard checkpoint.groups.count == groups.count,
-              zip(checkpoint.groups, groups).allSatisfy({ $0.count == $1.count }) else {
-            throw .invalidSetting("the checkpoint's trainable values do not have this run's shapes")
+              zip(checkpoint.groups, groups).allSatisfy({ $0.values == $1.values && $0.count == $1.count }) else {
+            throw .invalidSetting("the checkpoint was not loaded into this run's trainable values")
         }
         do { try optimizer.loadState(checkpoint.optimizerState) } catch { throw .optimizer(error) }
         if let subspace { try subspace.loadState(checkpoint.subspaceState) }
-        for (values, group) in zip(checkpoint.groups, groups) {
-            values.withUnsafeBufferPointer { group.values.update(from: $0.baseAddress!, count: group.count) }
-        }
         step = checkpoint.step
     }
+
+    /// The trainable groups, for loading a checkpoint into.
+    public var groups: [ParameterGroup] { objective.parameters.groups }
 
     public var isFinished: Bool { step > settings.steps }
 

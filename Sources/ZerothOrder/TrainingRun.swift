@@ -33,6 +33,8 @@ public struct TrainingRunOptions: Sendable {
     public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double)?
     /// Distillation: teacher model and tokens kept per position.
     public var teacher: (path: String, topK: Int)?
+    /// Bytes the run may keep resident (nil: the model file's size plus 40 MB, about what
+    /// inference with the weights mapped needs).
     public var memoryBudget: Int?
     public var checkpointDirectory: String?
     public var checkpointEvery = 50
@@ -49,6 +51,9 @@ public struct TrainingRunOptions: Sendable {
 }
 
 public final class TrainingRun {
+    /// Without a budget, a run may use the model file's size plus this.
+    public static let defaultBudgetMargin = 40_000_000
+
     public let options: TrainingRunOptions
     public let model: LlamaModel
     public let train: [Example]
@@ -110,7 +115,8 @@ public final class TrainingRun {
         // The memory plan: examples per pass, and mapped or streamed weights.
         let trainable = layout.reduce(0) { $0 + $1.count }
         var plan: MemoryPlan?
-        if let budget = o.memoryBudget {
+        do {
+            let budget = o.memoryBudget ?? m.file.fileSize + TrainingRun.defaultBudgetMargin
             let request = MemoryRequest(
                 budget: budget, config: m.config, fileBytes: m.file.fileSize,
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
@@ -122,7 +128,7 @@ public final class TrainingRun {
             case .success(let p): plan = p
             case .failure(let e): throw e
             }
-            note("memory plan: \(plan!.description)")
+            note("memory plan\(o.memoryBudget == nil ? " (default budget: the model file plus 40 MB)" : ""): \(plan!.description)")
         }
         self.plan = plan
         settings.microBatchSize = plan?.microBatchSize ?? settings.batchSize
@@ -224,7 +230,7 @@ public final class TrainingRun {
         self.identity = identity
         store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0) }
         if o.resume, let store {
-            if let c = store.loadNewest(warn: note) {
+            if let c = store.loadNewest(into: trainer.groups, warn: note) {
                 for (key, value) in identity where c.identity[key] != value {
                     throw TrainingError.checkpoint(path: store.path(completed: c.step - 1),
                                                    message: "cannot resume: it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")

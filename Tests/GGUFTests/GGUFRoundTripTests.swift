@@ -57,6 +57,9 @@ func temporaryPath(_ name: String) -> String {
             #expect(t.offset % UInt64(f.alignment) == 0)
         }
         #expect(f.dataOffset % f.alignment == 0)
+        // The float tensor, written from its values as the file was written.
+        let floats = f.bytes(named: "a.f32")!
+        #expect((0..<(64 * 3)).allSatisfy { floats.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) == Float($0) * 0.25 - 7 })
         // Writing what was read gives the same bytes again.
         var again = GGUFWriter(metadata: f.metadata)
         for t in f.tensors { again.addTensor(name: t.name, type: t.type, shape: t.shape, source: .view(f.bytes(of: t))) }

@@ -32,7 +32,7 @@ import ZerothOrder
 
         let (tiC, _) = try textualInversion(model)
         let resumed = try trainer(tiC, data, steps: 14)
-        let loaded = try #require(store.loadNewest(warn: { _ in }))
+        let loaded = try #require(store.loadNewest(into: resumed.groups, warn: { _ in }))
         #expect(loaded.step == 10 && loaded.identity == ["run": "x"])
         try resumed.restore(loaded)
         while !resumed.isFinished { try resumed.runStep() }
@@ -58,7 +58,7 @@ import ZerothOrder
             if damage == "truncate" { bytes.removeLast(bytes.count / 3) } else { bytes[bytes.count / 2] ^= 0x5A }
             try Data(bytes).write(to: URL(fileURLWithPath: newest))
             var warnings = [String]()
-            let loaded = store.loadNewest(warn: { warnings.append($0) })
+            let loaded = store.loadNewest(into: t.groups, warn: { warnings.append($0) })
             #expect(loaded?.step == 2, "\(damage): falls back to the checkpoint after step 1")
             #expect(warnings.count == 1 && warnings[0].contains("checkpoint-00000002.efck"), "\(warnings)")
             try original.write(to: URL(fileURLWithPath: newest))
