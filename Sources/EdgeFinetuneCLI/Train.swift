@@ -26,7 +26,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Fraction of the training data held out for evaluation when --eval-data is not given (default: 0).")
     var evalFraction: Double = 0
 
-    @Option(name: .long, help: "What to train: textual-inversion (new tokens' embeddings) or qzo (block scales of the int4 weights) (default: textual-inversion).")
+    @Option(name: .long, help: "What to train: textual-inversion (new tokens' embeddings), qzo (block scales of the int4 weights), or qzo,textual-inversion (both) (default: textual-inversion).")
     var method: String = "textual-inversion"
 
     @Option(name: .long, parsing: .singleValue, help: "A new token to learn (repeatable), e.g. \" <x>\".")
@@ -128,13 +128,12 @@ struct Train: ParsableCommand {
         }
         let methods = method.split(separator: ",").map(String.init)
         guard !methods.isEmpty, methods.allSatisfy({ $0 == "textual-inversion" || $0 == "qzo" }) else {
-            throw ValidationError("--method must be textual-inversion or qzo (got \(method))")
+            throw ValidationError("--method must be textual-inversion, qzo, or both as qzo,textual-inversion (got \(method))")
         }
-        guard methods.count == 1 else {
-            throw ValidationError("--method takes one method; qzo and textual-inversion cannot be combined in one run yet")
+        if !methods.contains("textual-inversion") && !newToken.isEmpty {
+            throw ValidationError("--new-token is for --method textual-inversion (or qzo,textual-inversion)")
         }
-        if method == "qzo" && !newToken.isEmpty { throw ValidationError("--new-token is for --method textual-inversion") }
-        if method == "textual-inversion" && newToken.isEmpty {
+        if methods.contains("textual-inversion") && newToken.isEmpty {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
@@ -152,10 +151,10 @@ struct Train: ParsableCommand {
         let started = clock.now
 
         // Flags to options; everything else is the library's.
-        var o = TrainingRunOptions(modelPath: model.model, dataPath: data,
-                                   method: method == "qzo"
-                                       ? .qzo(patterns: tensors.split(separator: ",").map(String.init), trainOffsets: trainOffsets)
-                                       : .textualInversion(newTokens: newToken, initToken: initToken))
+        let methods = Set(method.split(separator: ",").map(String.init))
+        var o = TrainingRunOptions(modelPath: model.model, dataPath: data, method: TrainingMethod(
+            textualInversion: methods.contains("textual-inversion") ? (newToken, initToken) : nil,
+            qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength
@@ -168,7 +167,7 @@ struct Train: ParsableCommand {
         o.settings.estimator = EstimatorKind(rawValue: estimator)!
         o.settings.seed = seed
         o.settings.evalEvery = evalEvery
-        o.settings.clip = method == "qzo" && ddc > 0 ? ddc : nil
+        o.settings.clip = methods.contains("qzo") && ddc > 0 ? ddc : nil
         o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold) }
         o.teacher = teacher.map { ($0, teacherTopK) }
         o.memoryBudget = budget.bytes

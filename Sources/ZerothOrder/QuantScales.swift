@@ -37,6 +37,11 @@ public final class QuantScales: TrainableSet, Objective {
 
     public let model: LlamaModel
     public let targets: [Target]
+    /// New tokens trained together with the scales (QZO and textual inversion in one run);
+    /// their groups follow the scales' groups.
+    public let newTokens: NewTokenRows?
+    /// (maxPoints, tokens, dim): each point's copy of the new rows.
+    private let pointTables: FloatBuffer?
     public let trainsOffsets: Bool
     /// Smallest allowed r: a scale keeps its sign and at least this fraction of its magnitude.
     public let minimumRatio: Float
@@ -79,8 +84,10 @@ public final class QuantScales: TrainableSet, Objective {
     /// Trains the block scales of every tensor whose name matches one of `patterns`
     /// (shell-style `*` wildcards) and has block scales.
     public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, minimumRatio: Float = 0.05,
-                microBatchTokens: Int, maxPoints: Int, contextLength: Int, tileRows: Int = RunState.tileRows) throws(TrainingError) {
+                microBatchTokens: Int, maxPoints: Int, contextLength: Int, tileRows: Int = RunState.tileRows,
+                newTokens: NewTokenRows? = nil) throws(TrainingError) {
         self.model = model
+        self.newTokens = newTokens
         self.trainsOffsets = trainOffsets
         self.minimumRatio = minimumRatio
         var targets = [Target]()
@@ -109,7 +116,8 @@ public final class QuantScales: TrainableSet, Objective {
         }
         self.targets = targets
         self.values = values
-        self.groups = groups
+        self.groups = groups + (newTokens?.groups ?? [])
+        pointTables = newTokens.map { FloatBuffer(count: maxPoints * $0.tokens.count * $0.dim) }
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
         streams = (0..<maxPoints).map { _ in
@@ -201,9 +209,18 @@ public final class QuantScales: TrainableSet, Objective {
         let batch = Batch(sequences: examples.map(\.tokens))
         let targetsFlat = examples.flatMap(\.targets)
         let source = weights ?? model
+        // Each point's copy of the new tokens' rows, when there are new tokens.
+        var extras = [ExtraTokens?](repeating: nil, count: points.count)
+        if let rows = newTokens, let tables = pointTables {
+            for (p, point) in points.enumerated() {
+                let table = tables.pointer + p * rows.tokens.count * rows.dim
+                rows.perturbed(point, epsilon: epsilon, shape: shape, firstGroup: values.count, into: table)
+                extras[p] = rows.extraTokens(UnsafePointer(table))
+            }
+        }
         for p in points.indices {
-            do { try model.validate(batch, streams[p]) } catch { throw .model(error) }
-            model.embed(batch, streams[p], weights: source)
+            do { try model.validate(batch, streams[p], extra: extras[p]) } catch { throw .model(error) }
+            model.embed(batch, streams[p], extra: extras[p], weights: source)
         }
         // Each block is read once; every point's stream goes through it with its own scales.
         for l in 0..<model.config.layerCount {
@@ -218,8 +235,9 @@ public final class QuantScales: TrainableSet, Objective {
             ? examples.flatMap { $0.soft ?? Array(repeating: nil, count: $0.tokens.count) } : nil
         for p in points.indices {
             model.finalNorm(batch, streams[p])
-            let nll = soft.map { model.crossEntropies(batch, streams[p], soft: $0, scratch: output, weights: source) }
-                ?? model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, scratch: output, weights: source)
+            let nll = soft.map { model.crossEntropies(batch, streams[p], soft: $0, extra: extras[p], scratch: output, weights: source) }
+                ?? model.negativeLogLikelihoods(batch, streams[p], targets: targetsFlat, extra: extras[p], scratch: output,
+                                                weights: source)
             for (t, target) in targetsFlat.enumerated() where target >= 0 {
                 sums[p].tokens += 1
                 sums[p].totalNLL += Double(nll[t])

@@ -10,17 +10,95 @@
 import Model
 import Quant
 
-public final class TextualInversion: TrainableSet, Objective {
-    public let model: LlamaModel
+/// New tokens appended to the vocabulary, with their trainable embedding rows (the
+/// float32 master copy), each starting as an existing token's embedding.
+public final class NewTokenRows {
+    public let tokens: [String]
     /// The model's tokenizer with the new tokens appended.
     public let tokenizer: Tokenizer
-    public let newTokens: [String]
     /// Id of the first new token (the base vocabulary size).
     public let firstID: Int
     /// The token each new embedding started from.
     public let initTokenID: Int32
-    /// (count, dim): the float32 master copy of the new rows.
+    /// (count, dim)
     public let values: FloatBuffer
+    public let dim: Int
+
+    /// `initToken`: text that must be exactly one token of the vocabulary. `tokenizer`: the
+    /// model's tokenizer with `tokens` added, when the caller has it.
+    public init(model: LlamaModel, tokens: [String], initToken: String, tokenizer: Tokenizer? = nil) throws(TrainingError) {
+        guard !tokens.isEmpty else { throw .newToken("give at least one --new-token") }
+        guard model.outputIsTied else {
+            throw .newToken("textual inversion needs a model whose output matrix is tied to its token embedding (this model has its own output.weight)")
+        }
+        self.tokens = tokens
+        dim = model.config.dim
+        firstID = model.config.vocabSize
+        // The new tokens take the ids after the embedding's rows: either the model was loaded
+        // with them (one tokenizer in memory), or they are added here.
+        let vocab = model.config.vocabSize
+        for t in tokens {
+            if let id = model.tokenizer.id(of: t), Int(id) < vocab {
+                throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)); choose a new string such as \"<my-concept>\"")
+            }
+        }
+        if model.tokenizer.count == vocab + tokens.count,
+           tokens.enumerated().allSatisfy({ model.tokenizer.id(of: $1) == Int32(vocab + $0) }) {
+            self.tokenizer = model.tokenizer
+        } else if let tokenizer, tokenizer.count == vocab + tokens.count,
+                  tokens.enumerated().allSatisfy({ tokenizer.id(of: $1) == Int32(vocab + $0) }) {
+            self.tokenizer = tokenizer
+        } else if model.tokenizer.count == vocab {
+            do { self.tokenizer = try model.tokenizer.adding(tokens: tokens) } catch { throw .newToken("\(error)") }
+        } else {
+            throw .newToken("the tokenizer has \(model.tokenizer.count) tokens but token_embd has \(vocab) rows; new tokens would get mismatched ids")
+        }
+        let initIDs = model.tokenizer.encode(initToken, addSpecial: false, parseSpecial: false)
+        guard initIDs.count == 1 else {
+            let pieces = initIDs.map { "\"\(model.tokenizer.decode([$0]))\"" }.joined(separator: " + ")
+            throw .newToken("--init-token \"\(initToken)\" is \(initIDs.count) tokens (\(pieces)); give text that is a single token, e.g. \" the\"")
+        }
+        initTokenID = initIDs[0]
+
+        // Each new row starts as the init token's embedding.
+        values = FloatBuffer(count: tokens.count * dim)
+        for i in 0..<tokens.count {
+            model.embedding(Int(initTokenID), into: values.pointer + i * dim)
+        }
+    }
+
+    /// One group per token.
+    public var groups: [ParameterGroup] {
+        tokens.indices.map { ParameterGroup(name: "token \(tokens[$0])", values: values.pointer + $0 * dim, count: dim) }
+    }
+
+    /// The rows as the forward pass takes them, reading `table` ((count, dim)).
+    public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens {
+        ExtraTokens(firstID: firstID, count: tokens.count, tables: [table])
+    }
+
+    /// `table` = θ + sign·ε·s⊙T(z) for `point`; group g of the rows is perturbation group
+    /// `firstGroup + g`.
+    func perturbed(_ point: PerturbedPoint, epsilon: Float, shape: PerturbationShape, firstGroup: Int,
+                   into table: UnsafeMutablePointer<Float>) {
+        table.update(from: values.pointer, count: tokens.count * dim)
+        if let seed = point.seed {
+            for g in tokens.indices {
+                shape.apply(alpha: point.sign * epsilon, seed: seed, group: firstGroup + g, to: table + g * dim, count: dim)
+            }
+        }
+    }
+}
+
+public final class TextualInversion: TrainableSet, Objective {
+    public let model: LlamaModel
+    public let rows: NewTokenRows
+    public var tokenizer: Tokenizer { rows.tokenizer }
+    public var newTokens: [String] { rows.tokens }
+    public var firstID: Int { rows.firstID }
+    public var initTokenID: Int32 { rows.initTokenID }
+    /// (count, dim): the float32 master copy of the new rows.
+    public var values: FloatBuffer { rows.values }
     public let groups: [ParameterGroup]
 
     /// Tokens per micro-batch of examples; a pass holds this many per point.
@@ -45,57 +123,14 @@ public final class TextualInversion: TrainableSet, Objective {
     /// has it (one fewer copy of the vocabulary tables in memory).
     public init(model: LlamaModel, newTokens: [String], initToken: String, microBatchTokens: Int, maxPoints: Int,
                 contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil) throws(TrainingError) {
-        guard !newTokens.isEmpty else { throw .newToken("give at least one --new-token") }
-        guard model.outputIsTied else {
-            throw .newToken("textual inversion needs a model whose output matrix is tied to its token embedding (this model has its own output.weight)")
-        }
         self.model = model
-        self.newTokens = newTokens
-        firstID = model.config.vocabSize
-        // The new tokens take the ids after the embedding's rows: either the model was loaded
-        // with them (one tokenizer in memory), or they are added here.
-        let vocab = model.config.vocabSize
-        for t in newTokens {
-            if let id = model.tokenizer.id(of: t), Int(id) < vocab {
-                throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)); choose a new string such as \"<my-concept>\"")
-            }
-        }
-        if model.tokenizer.count == vocab + newTokens.count,
-           newTokens.enumerated().allSatisfy({ model.tokenizer.id(of: $1) == Int32(vocab + $0) }) {
-            self.tokenizer = model.tokenizer
-        } else if let tokenizer, tokenizer.count == vocab + newTokens.count,
-                  newTokens.enumerated().allSatisfy({ tokenizer.id(of: $1) == Int32(vocab + $0) }) {
-            self.tokenizer = tokenizer
-        } else if model.tokenizer.count == vocab {
-            do { self.tokenizer = try model.tokenizer.adding(tokens: newTokens) } catch { throw .newToken("\(error)") }
-        } else {
-            throw .newToken("the tokenizer has \(model.tokenizer.count) tokens but token_embd has \(vocab) rows; new tokens would get mismatched ids")
-        }
-        let initIDs = model.tokenizer.encode(initToken, addSpecial: false, parseSpecial: false)
-        guard initIDs.count == 1 else {
-            let pieces = initIDs.map { "\"\(model.tokenizer.decode([$0]))\"" }.joined(separator: " + ")
-            throw .newToken("--init-token \"\(initToken)\" is \(initIDs.count) tokens (\(pieces)); give text that is a single token, e.g. \" the\"")
-        }
-        initTokenID = initIDs[0]
-
-        // Each new row starts as the init token's embedding.
-        let dim = model.config.dim
-        values = FloatBuffer(count: newTokens.count * dim)
-        let embedding = model.weight(model.tokenEmbedding)
-        for i in 0..<newTokens.count {
-            embedding.dequantize(rows: Int(initTokenID)..<(Int(initTokenID) + 1), into: values.pointer + i * dim)
-        }
-        let base = values.pointer
-        let groups = newTokens.indices.map {
-            ParameterGroup(name: "token \(newTokens[$0])", values: base + $0 * dim, count: dim)
-        }
-
+        rows = try NewTokenRows(model: model, tokens: newTokens, initToken: initToken, tokenizer: tokenizer)
+        groups = rows.groups
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
         state = RunState(config: model.config, capacity: microBatchTokens * maxPoints, contextLength: contextLength, tileRows: tileRows)
-        output = OutputScratch(dim: dim, capacity: min(state.capacity, 256))
-        pointTables = FloatBuffer(count: maxPoints * newTokens.count * dim)
-        self.groups = groups
+        output = OutputScratch(dim: model.config.dim, capacity: min(state.capacity, 256))
+        pointTables = FloatBuffer(count: maxPoints * newTokens.count * model.config.dim)
     }
 
     public var parameters: TrainableSet { self }
@@ -103,9 +138,7 @@ public final class TextualInversion: TrainableSet, Objective {
     @discardableResult public func constrain() -> Int { 0 }
 
     /// The new tokens as the forward pass takes them, reading `table` ((count, dim)).
-    public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens {
-        ExtraTokens(firstID: firstID, count: newTokens.count, tables: [table])
-    }
+    public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens { rows.extraTokens(table) }
 
     /// Held-out evaluation sharing this objective's buffers.
     public var evaluator: Evaluator {
@@ -127,12 +160,7 @@ public final class TextualInversion: TrainableSet, Objective {
         var tables = [UnsafePointer<Float>]()
         for (p, point) in points.enumerated() {
             let table = pointTables.pointer + p * k * dim
-            table.update(from: values.pointer, count: k * dim)
-            if let seed = point.seed {
-                for g in 0..<k {
-                    shape.apply(alpha: point.sign * epsilon, seed: seed, group: g, to: table + g * dim, count: dim)
-                }
-            }
+            rows.perturbed(point, epsilon: epsilon, shape: shape, firstGroup: 0, into: table)
             tables.append(UnsafePointer(table))
         }
         let extra = ExtraTokens(firstID: firstID, count: k, tables: tables)

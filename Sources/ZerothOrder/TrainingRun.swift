@@ -5,18 +5,29 @@
 import Model
 import Quant
 
-/// What to train.
-public enum TrainingMethod: Equatable, Sendable {
-    /// New tokens' embeddings, starting from `initToken`'s.
-    case textualInversion(newTokens: [String], initToken: String)
-    /// The block scales of the tensors matching `patterns` (and Q4_1 offsets when asked).
-    case qzo(patterns: [String], trainOffsets: Bool)
+/// What to train: new tokens' embeddings (textual inversion), the block scales of the
+/// int4 weights (QZO), or both in one run.
+public struct TrainingMethod: Sendable {
+    /// New tokens, and the token whose embedding they start from.
+    public var textualInversion: (newTokens: [String], initToken: String)?
+    /// Name patterns of the tensors whose block scales are trained, and whether Q4_1 offsets are too.
+    public var qzo: (patterns: [String], trainOffsets: Bool)?
+
+    public init(textualInversion: (newTokens: [String], initToken: String)?, qzo: (patterns: [String], trainOffsets: Bool)?) {
+        self.textualInversion = textualInversion
+        self.qzo = qzo
+    }
+
+    public static func textualInversion(newTokens: [String], initToken: String) -> TrainingMethod {
+        TrainingMethod(textualInversion: (newTokens, initToken), qzo: nil)
+    }
+
+    public static func qzo(patterns: [String], trainOffsets: Bool) -> TrainingMethod {
+        TrainingMethod(textualInversion: nil, qzo: (patterns, trainOffsets))
+    }
 
     public var name: String {
-        switch self {
-        case .textualInversion: "textual-inversion"
-        case .qzo: "qzo"
-        }
+        [qzo.map { _ in "qzo" }, textualInversion.map { _ in "textual-inversion" }].compactMap { $0 }.joined(separator: ",")
     }
 }
 
@@ -76,8 +87,7 @@ public final class TrainingRun {
                 note: (String) -> Void) throws {
         options = o
         var settings = o.settings
-        let newTokens: [String]
-        if case .textualInversion(let tokens, _) = o.method { newTokens = tokens } else { newTokens = [] }
+        let newTokens = o.method.textualInversion?.newTokens ?? []
         // New tokens join the vocabulary as the model loads: one tokenizer in memory.
         let m = try LlamaModel(path: o.modelPath, addedTokens: newTokens)
         model = m
@@ -98,19 +108,18 @@ public final class TrainingRun {
 
         // The trainable groups, known before anything is allocated: the optimizer and the
         // memory planner need them first.
-        let layout: [(name: String, count: Int)]
-        switch o.method {
-        case .textualInversion(let tokens, _):
-            layout = tokens.map { (name: "token \($0)", count: m.config.dim) }
-        case .qzo(let patterns, let offsets):
-            layout = QuantScales.groupLayout(model: m, patterns: patterns, trainOffsets: offsets)
+        var layout: [(name: String, count: Int)] = []
+        if let q = o.method.qzo {
+            layout = QuantScales.groupLayout(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets)
             guard !layout.isEmpty else {
-                throw TrainingError.invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
+                throw TrainingError.invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(q.patterns.joined(separator: ","))")
             }
         }
+        layout += newTokens.map { (name: "token \($0)", count: m.config.dim) }
         optimizer = try makeOptimizer(layout)
         let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
-        let isTI = newTokens.count > 0
+        // Textual inversion alone runs its points as one batch; with QZO, each point is a stream.
+        let pointsShareAPass = o.method.qzo == nil
 
         // The memory plan: examples per pass, and mapped or streamed weights.
         let trainable = layout.reduce(0) { $0 + $1.count }
@@ -121,7 +130,7 @@ public final class TrainingRun {
                 budget: budget, config: m.config, fileBytes: m.file.fileSize,
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
                 vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
-                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: isTI,
+                exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
                 contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
             switch MemoryPlanner.plan(request) {
@@ -161,15 +170,40 @@ public final class TrainingRun {
         self.base = base
         let objective: Objective
         var subspaceGradient: SubspaceGradient?
-        switch o.method {
-        case .textualInversion(let tokens, let initToken):
-            let ti = try TextualInversion(model: m, newTokens: tokens, initToken: initToken, microBatchTokens: microBatchTokens,
+        var rows: NewTokenRows?
+        if let q = o.method.qzo {
+            if let t = o.method.textualInversion {
+                rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken)
+            }
+            let qzo = try QuantScales(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, microBatchTokens: microBatchTokens,
+                                      maxPoints: points, contextLength: length, tileRows: tileRows, newTokens: rows)
+            qzo.weights = streamer
+            objective = qzo
+            evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
+                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
+            }
+            makeAdapter = {
+                var a = Adapter(method: rows == nil ? ["qzo"] : ["qzo", "textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
+                for (i, t) in qzo.targets.enumerated() {
+                    let tuned = qzo.tunedScales(i)
+                    a.scales[t.tensor.name] = tuned.d
+                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
+                }
+                if let rows {
+                    a.newTokens = rows.tokens
+                    a.embeddings = rows.values.array
+                }
+                return a
+            }
+            describeMethod = "QZO: \(qzo.parameterCount) values: block scales of \(qzo.targets.count) tensors"
+                + (rows.map { " and \($0.tokens.count) new token(s)" } ?? "")
+                + " (\(String(format: "%.1f MB", Double(qzo.parameterCount * 4) / 1e6)) master copy)"
+        } else {
+            let t = o.method.textualInversion!
+            let ti = try TextualInversion(model: m, newTokens: t.newTokens, initToken: t.initToken, microBatchTokens: microBatchTokens,
                                           maxPoints: points, contextLength: length, tileRows: tileRows)
             ti.weights = streamer
-            let newIDs = Set((0..<tokens.count).map { Int32(ti.firstID + $0) })
-            guard train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) else {
-                throw TrainingError.newToken("no training example contains a new token (\(tokens.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
-            }
+            rows = ti.rows
             objective = ti
             let evaluator = ti.evaluator
             let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
@@ -177,33 +211,21 @@ public final class TrainingRun {
                 try heldOutNLL(evaluator, held, extra)
             }
             subspaceGradient = o.subspace.map {
-                SubspaceGradient(groups: tokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold)
+                SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold)
             }
             makeAdapter = {
                 var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
-                a.newTokens = tokens
+                a.newTokens = t.newTokens
                 a.embeddings = ti.values.array
                 return a
             }
-            describeMethod = "textual inversion: \(tokens.count) new token(s) of \(m.config.dim) values, starting from \"\(initToken)\""
-        case .qzo(let patterns, let offsets):
-            let qzo = try QuantScales(model: m, patterns: patterns, trainOffsets: offsets, microBatchTokens: microBatchTokens,
-                                      maxPoints: points, contextLength: length, tileRows: tileRows)
-            qzo.weights = streamer
-            objective = qzo
-            evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
+            describeMethod = "textual inversion: \(t.newTokens.count) new token(s) of \(m.config.dim) values, starting from \"\(t.initToken)\""
+        }
+        if let rows {
+            let newIDs = Set((0..<rows.tokens.count).map { Int32(rows.firstID + $0) })
+            guard train.contains(where: { $0.tokens.contains(where: newIDs.contains) }) else {
+                throw TrainingError.newToken("no training example contains a new token (\(rows.tokens.map { "\"\($0)\"" }.joined(separator: ", "))); the training text must use it literally")
             }
-            makeAdapter = {
-                var a = Adapter(method: ["qzo"], baseName: base.name, baseSHA256: base.sha256)
-                for (i, t) in qzo.targets.enumerated() {
-                    let tuned = qzo.tunedScales(i)
-                    a.scales[t.tensor.name] = tuned.d
-                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
-                }
-                return a
-            }
-            describeMethod = "QZO: \(qzo.parameterCount) block scales of \(qzo.targets.count) tensors (\(String(format: "%.1f MB", Double(qzo.parameterCount * 4) / 1e6)) master copy)"
         }
         precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
         trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
@@ -218,13 +240,13 @@ public final class TrainingRun {
             "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold)" } ?? "off",
             "teacher": o.teacher.map { "\($0.path) \($0.topK)" } ?? "",
         ]
-        switch o.method {
-        case .textualInversion(let tokens, let initToken):
-            identity["new_tokens"] = tokens.joined(separator: "\u{1F}")
-            identity["init_token"] = initToken
-        case .qzo(let patterns, let offsets):
-            identity["tensors"] = patterns.joined(separator: ",")
-            identity["train_offsets"] = "\(offsets)"
+        if let t = o.method.textualInversion {
+            identity["new_tokens"] = t.newTokens.joined(separator: "\u{1F}")
+            identity["init_token"] = t.initToken
+        }
+        if let q = o.method.qzo {
+            identity["tensors"] = q.patterns.joined(separator: ",")
+            identity["train_offsets"] = "\(q.trainOffsets)"
         }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity

@@ -56,6 +56,22 @@ import Testing
         #expect(reported != nil && abs(reported! - nll) < 1e-4, "export reported \(String(describing: reported)), eval gives \(nll)")
     }
 
+    /// QZO and textual inversion in one run: scales and the new token, one adapter, one export.
+    @Test func combinedMethodTrainsBoth() throws {
+        let dir = makeTemporaryDirectory("combined")
+        let r = try train(["--method", "qzo,textual-inversion", "--eval-data", held], out: dir + "/c.gguf")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("block scales") && r.stderr.contains("new token"))
+        let x = try runCLI(["export", "--model", model, "--adapter", dir + "/c.gguf", "--out", dir + "/x.gguf"])
+        #expect(x.status == 0 && x.stdout.contains("new token") && x.stdout.contains("block scales"), "\(x.stdout)\(x.stderr)")
+        let a = try runCLI(["eval", "--model", model, "--adapter", dir + "/c.gguf", "--data", held, "--json"])
+        let b = try runCLI(["eval", "--model", dir + "/x.gguf", "--data", held, "--json"])
+        let na = (try JSONSerialization.jsonObject(with: Data(a.stdout.utf8)) as! [String: Double])["nll"]!
+        let nb = (try JSONSerialization.jsonObject(with: Data(b.stdout.utf8)) as! [String: Double])["nll"]!
+        // The export rounds scales to half precision and the new row to Q8_0: close, not equal.
+        #expect(abs(na - nb) < 0.01, "adapter \(na), exported \(nb)")
+    }
+
     @Test func badInputsGiveClearErrors() throws {
         let dir = makeTemporaryDirectory("bad")
         try "".write(toFile: dir + "/empty.jsonl", atomically: true, encoding: .utf8)
