@@ -71,6 +71,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
     var subspaceThreshold: Double = 1e-3
 
+    @Option(name: .long, help: "Steps before the subspace is first used (default: the period τ).")
+    var subspaceWarmup: Int?
+
     @Option(name: .long, help: "Training loss: nll (the data's next tokens) or kl (a --teacher model's next-token distributions) (default: nll).")
     var loss: String = "nll"
 
@@ -168,7 +171,7 @@ struct Train: ParsableCommand {
         o.settings.seed = seed
         o.settings.evalEvery = evalEvery
         o.settings.clip = methods.contains("qzo") && ddc > 0 ? ddc : nil
-        o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold) }
+        o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold, subspaceWarmup ?? subspacePeriod) }
         o.teacher = teacher.map { ($0, teacherTopK) }
         o.memoryBudget = budget.bytes
         o.checkpointDirectory = checkpointDir

@@ -40,8 +40,8 @@ public struct TrainingRunOptions: Sendable {
     public var method: TrainingMethod
     public var settings = TrainingSettings()
     public var maxLength = 128
-    /// Subspace gradient (textual inversion): mode, period τ, threshold ν.
-    public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double)?
+    /// Subspace gradient (textual inversion): mode, period τ, threshold ν, warm-up steps.
+    public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double, warmup: Int)?
     /// Distillation: teacher model and tokens kept per position.
     public var teacher: (path: String, topK: Int)?
     /// Bytes the run may keep resident (nil: the model file's size plus 40 MB, about what
@@ -211,7 +211,8 @@ public final class TrainingRun {
                 try heldOutNLL(evaluator, held, extra)
             }
             subspaceGradient = o.subspace.map {
-                SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold)
+                SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold,
+                                 warmup: $0.warmup)
             }
             makeAdapter = {
                 var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
@@ -237,7 +238,7 @@ public final class TrainingRun {
             "model_sha256": base.sha256, "method": o.method.name, "data": o.dataPath, "batch": "\(s.batchSize)",
             "lr": "\(s.learningRate)", "eps": "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
             "seed": "\(s.seed)", "ddc": "\(s.clip ?? 0)", "optimizer": optimizer.name, "max_length": "\(length)",
-            "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold)" } ?? "off",
+            "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold) \($0.warmup)" } ?? "off",
             "teacher": o.teacher.map { "\($0.path) \($0.topK)" } ?? "",
         ]
         if let t = o.method.textualInversion {
