@@ -32,7 +32,6 @@ CONFIGS = {
     "spsa-lr3e-3": ["--lr", "3e-3"],
     "subspace-project": ["--subspace", "project"],  # ZOODiP: project the estimate (tau 128, nu 1e-3)
     "subspace-perturb": ["--subspace", "perturb"],  # perturb inside the kept subspace
-    "subspace-perturb-late": ["--subspace", "perturb", "--subspace-warmup", "512", "--subspace-threshold", "1e-2"],
 }
 
 

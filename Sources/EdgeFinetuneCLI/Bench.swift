@@ -25,16 +25,16 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: .long, help: "Prompt lengths to measure, comma-separated (default: 128,512).")
+    @Option(name: .long, help: "Prompt lengths to measure, comma-separated.")
     var tokens = "128,512"
 
-    @Option(name: .long, help: "Timed runs per figure, after one warm-up run (default: 5).")
+    @Option(name: .long, help: "Timed runs per figure, after one warm-up run.")
     var runs = 5
 
     @Option(name: .long, help: "Tokens generated per generation run (default: 64; 0 skips generation).")
     var genTokens = 64
 
-    @Option(name: .long, help: "Prompt tokens before generation starts (default: 16).")
+    @Option(name: .long, help: "Prompt tokens before generation starts.")
     var genPrompt = 16
 
     @Flag(name: .long, help: "Also print the time per operation (matmuls, attention, output projection, norms) of one run of each workload.")
@@ -43,7 +43,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Only time the kernels alone (matmul per shape, sgemm, dequantization, thread-pool overhead).")
     var kernels = false
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method (default: on).")
+    @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method.")
     var training = true
 
     @Flag(name: .long, help: "Print one JSON object instead of a table.")

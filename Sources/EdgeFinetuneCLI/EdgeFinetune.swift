@@ -38,7 +38,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Path of the GGUF model file.")
     var model: String
 
-    @Option(name: .long, help: "Threads for the kernels (default: 2).")
+    @Option(name: .long, help: "Threads for the kernels.")
     var threads: Int = 2
 
     func validate() throws {

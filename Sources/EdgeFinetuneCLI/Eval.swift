@@ -18,7 +18,7 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "JSONL data file.")
     var data: String
 
-    @Option(name: .long, help: "Longest example in tokens (default: 512).")
+    @Option(name: .long, help: "Longest example in tokens.")
     var maxLength = 512
 
     @Option(name: .long, help: "An adapter (GGUF) written by `train` to apply to the model.")

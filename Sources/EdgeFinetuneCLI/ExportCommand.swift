@@ -20,7 +20,7 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "Held-out data (JSONL): report the exported model's NLL on it, computed with the rounded values it holds.")
     var evalData: String?
 
-    @Option(name: .long, help: "Longest example in tokens for --eval-data (default: 512).")
+    @Option(name: .long, help: "Longest example in tokens for --eval-data.")
     var maxLength = 512
 
     func run() throws {

@@ -13,19 +13,19 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "The prompt.")
     var prompt: String
 
-    @Option(name: .long, help: "Most tokens to generate (default: 128).")
+    @Option(name: .long, help: "Most tokens to generate.")
     var maxTokens = 128
 
-    @Option(name: .long, help: "Sampling temperature; 0 is greedy (default: 0.7).")
+    @Option(name: .long, help: "Sampling temperature; 0 is greedy.")
     var temperature: Float = 0.7
 
-    @Option(name: .long, help: "Sample among the k most likely tokens; 0 for all (default: 40).")
+    @Option(name: .long, help: "Sample among the k most likely tokens; 0 for all.")
     var topK = 40
 
-    @Option(name: .long, help: "Sample among the most likely tokens whose probabilities sum to p (default: 0.95).")
+    @Option(name: .long, help: "Sample among the most likely tokens whose probabilities sum to p.")
     var topP: Float = 0.95
 
-    @Option(name: .long, help: "Seed of the sampler; the same seed gives the same text (default: 0).")
+    @Option(name: .long, help: "Seed of the sampler; the same seed gives the same text.")
     var seed: UInt64 = 0
 
     @Flag(name: .long, help: "Wrap the prompt in the model's chat format (ChatML for SmolLM2).")

@@ -16,7 +16,7 @@ struct Inspect: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
-    @Option(name: .long, help: "Context length for the memory estimate of generation (default: 2048).")
+    @Option(name: .long, help: "Context length for the memory estimate of generation.")
     var context = 2048
 
     func run() throws {

@@ -95,10 +95,10 @@ struct PluginsCommand: ParsableCommand {
         @Option(name: .customLong("opt"), help: "An option for every instance, name=value (repeatable).")
         var options: [String] = []
 
-        @Option(name: .long, help: "Learning rate of the quadratic descent checks (default: 0.01).")
+        @Option(name: .long, help: "Learning rate of the quadratic descent checks.")
         var learningRate: Float = 0.01
 
-        @Option(name: .long, help: "Steps of each descent check (default: 400).")
+        @Option(name: .long, help: "Steps of each descent check.")
         var steps = 400
 
         func validate() throws {

@@ -11,7 +11,7 @@ struct Tokenize: ParsableCommand {
     @Option(name: .long, help: "The text to tokenize.")
     var text: String
 
-    @Flag(name: .long, inversion: .prefixedNo, help: "Recognise special tokens such as <|im_start|> in the text (default: on).")
+    @Flag(name: .long, inversion: .prefixedNo, help: "Recognise special tokens such as <|im_start|> in the text.")
     var special = true
 
     @Flag(name: .long, help: "Print JSON: {\"ids\": [...], \"pieces\": [...]}.")

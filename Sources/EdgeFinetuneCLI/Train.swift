@@ -11,8 +11,10 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Personalize a model with forward passes only (zeroth-order optimization).",
         discussion: """
-            Methods: textual-inversion (learn the embedding of new tokens; the model stays frozen).
-            The data is JSONL as for `eval`; training text uses the new token literally.
+            Methods: textual-inversion learns the embeddings of new tokens (--new-token) and
+            leaves the model frozen; the training text uses the new tokens literally. qzo trains
+            the block scales of the int4 weights; their 4-bit codes never change. Both can run
+            together (--method qzo,textual-inversion). The data is JSONL as for `eval`.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -23,22 +25,22 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Held-out data (JSONL) evaluated during training.")
     var evalData: String?
 
-    @Option(name: .long, help: "Fraction of the training data held out for evaluation when --eval-data is not given (default: 0).")
+    @Option(name: .long, help: "Fraction of the training data held out for evaluation when --eval-data is not given.")
     var evalFraction: Double = 0
 
-    @Option(name: .long, help: "What to train: textual-inversion (new tokens' embeddings), qzo (block scales of the int4 weights), or qzo,textual-inversion (both) (default: textual-inversion).")
+    @Option(name: .long, help: "What to train: textual-inversion (new tokens' embeddings), qzo (block scales of the int4 weights), or qzo,textual-inversion (both).")
     var method: String = "textual-inversion"
 
     @Option(name: .long, parsing: .singleValue, help: "A new token to learn (repeatable), e.g. \" <x>\".")
     var newToken: [String] = []
 
-    @Option(name: .long, help: "Text of one existing token whose embedding the new tokens start from (default: \" the\").")
+    @Option(name: .long, help: "Text of one existing token whose embedding the new tokens start from.")
     var initToken: String = " the"
 
-    @Option(name: .long, help: "Training steps (default: 1000).")
+    @Option(name: .long, help: "Training steps.")
     var steps = 1000
 
-    @Option(name: .long, help: "Examples per step (default: 8).")
+    @Option(name: .long, help: "Examples per step.")
     var batch = 8
 
     @Option(name: .long, help: "Learning rate (default: 1e-2; for QZO relative to each scale).")
@@ -47,58 +49,58 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Perturbation size ε (default: 1e-3; for QZO relative to each scale).")
     var eps: Float?
 
-    @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained (default: blk.*).")
+    @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained.")
     var tensors: String = "blk.*"
 
-    @Option(name: .long, help: "QZO: directional-derivative clipping bound C; 0 turns clipping off (default: 100).")
+    @Option(name: .long, help: "QZO: directional-derivative clipping bound C; 0 turns clipping off.")
     var ddc: Float = 100
 
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
 
-    @Option(name: .long, help: "Perturbation directions per step, q (default: 1).")
+    @Option(name: .long, help: "Perturbation directions per step, q.")
     var directions = 1
 
-    @Option(name: .long, help: "Estimator: two-sided (SPSA, 2q forward passes) or one-sided (q + 1) (default: two-sided).")
+    @Option(name: .long, help: "Estimator: two-sided (SPSA, 2q forward passes) or one-sided (q + 1).")
     var estimator: String = "two-sided"
 
-    @Option(name: .long, help: "Subspace gradient for textual inversion: off, project (ZOODiP: project the estimate), perturb (perturb inside the kept subspace) (default: off).")
+    @Option(name: .long, help: "Subspace gradient for textual inversion: off, project (ZOODiP: project the estimate), perturb (perturb inside the kept subspace).")
     var subspace: String = "off"
 
-    @Option(name: .long, help: "Subspace refresh period and history length τ in steps (default: 128).")
+    @Option(name: .long, help: "Subspace refresh period and history length τ in steps.")
     var subspacePeriod = 128
 
-    @Option(name: .long, help: "Variance share ν left out of the kept subspace (default: 1e-3).")
+    @Option(name: .long, help: "Variance share ν left out of the kept subspace.")
     var subspaceThreshold: Double = 1e-3
 
     @Option(name: .long, help: "Steps before the subspace is first used (default: the period τ).")
     var subspaceWarmup: Int?
 
-    @Option(name: .long, help: "Training loss: nll (the data's next tokens) or kl (a --teacher model's next-token distributions) (default: nll).")
+    @Option(name: .long, help: "Training loss: nll (the data's next tokens) or kl (a --teacher model's next-token distributions).")
     var loss: String = "nll"
 
     @Option(name: .long, help: "Teacher model (GGUF) for --loss kl, e.g. the original of a requantized model.")
     var teacher: String?
 
-    @Option(name: .long, help: "Teacher tokens kept per position for --loss kl (default: 32).")
+    @Option(name: .long, help: "Teacher tokens kept per position for --loss kl.")
     var teacherTopK = 32
 
-    @Option(name: .long, help: "Optimizer: zo-sgd (built in), or the NAME or PATH of an optimizer plugin, e.g. zo-adam, hizoo (see `plugins list`) (default: zo-sgd).")
+    @Option(name: .long, help: "Optimizer: zo-sgd (built in), or the NAME or PATH of an optimizer plugin, e.g. zo-adam, hizoo (see `plugins list`).")
     var optimizer: String = "zo-sgd"
 
     @Option(name: .long, parsing: .singleValue, help: "An optimizer option as name=value (repeatable), e.g. momentum=0.9; `plugins describe NAME` lists them.")
     var opt: [String] = []
 
-    @Option(name: .long, help: "Seed of data order and perturbations (default: 0).")
+    @Option(name: .long, help: "Seed of data order and perturbations.")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Evaluate held-out NLL every K steps (default: 50).")
+    @Option(name: .long, help: "Evaluate held-out NLL every K steps.")
     var evalEvery = 50
 
-    @Option(name: .long, help: "Longest example in tokens (default: 128).")
+    @Option(name: .long, help: "Longest example in tokens.")
     var maxLength = 128
 
-    @Option(name: .long, help: "Where to write the learned adapter (GGUF) (default: adapter.gguf).")
+    @Option(name: .long, help: "Where to write the learned adapter (GGUF).")
     var out: String = "adapter.gguf"
 
     @Option(name: .long, help: "Write one JSON object per step to this file.")
@@ -109,7 +111,7 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Directory for crash-safe checkpoints (LZ4, checksummed).")
     var checkpointDir: String?
 
-    @Option(name: .long, help: "Steps between checkpoints (default: 50).")
+    @Option(name: .long, help: "Steps between checkpoints.")
     var checkpointEvery = 50
 
     @Flag(name: .long, help: "Continue from the newest valid checkpoint in --checkpoint-dir.")

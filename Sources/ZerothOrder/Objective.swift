@@ -62,12 +62,24 @@ public struct PerturbationShape {
 /// Measures the training loss at perturbed points of its trainable set.
 public protocol Objective: AnyObject {
     var parameters: TrainableSet { get }
-    /// Loss sums over `examples` at each point, in order. θ is unchanged afterwards
-    /// (bit for bit: implementations perturb copies, or restore exactly).
-    func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
-                  examples: [Example]) throws(TrainingError) -> [LossSum]
+    /// Adds each point's per-token losses over `examples` to `sums[point]`, one token at a
+    /// time in example order, so a batch split into micro-batches that carry the same `sums`
+    /// gives the same bits as the whole batch. θ is unchanged afterwards (bit for bit:
+    /// implementations perturb copies, or restore exactly).
+    func accumulateLosses(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                          examples: [Example], into sums: inout [LossSum]) throws(TrainingError)
     /// Tokens one forward pass may hold (points × examples' tokens must fit).
     var passCapacity: Int { get }
+}
+
+extension Objective {
+    /// Loss sums over `examples` at each point, in order.
+    public func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                         examples: [Example]) throws(TrainingError) -> [LossSum] {
+        var sums = [LossSum](repeating: LossSum(), count: points.count)
+        try accumulateLosses(at: points, epsilon: epsilon, shape: shape, examples: examples, into: &sums)
+        return sums
+    }
 }
 
 public enum TrainingError: Error, CustomStringConvertible {

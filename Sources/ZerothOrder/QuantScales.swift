@@ -180,10 +180,10 @@ public final class QuantScales: TrainableSet, Objective {
         return (d, m)
     }
 
-    public func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
-                         examples: [Example]) throws(TrainingError) -> [LossSum] {
+    public func accumulateLosses(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                                 examples: [Example], into sums: inout [LossSum]) throws(TrainingError) {
         precondition(points.count <= maxPoints, "more points than the objective was sized for")
-        var sums = [LossSum](repeating: LossSum(), count: points.count)
+        precondition(sums.count == points.count, "one loss sum per point")
         // Micro-batches of whole examples that fit a stream.
         var group = [Example]()
         var used = 0
@@ -200,7 +200,6 @@ public final class QuantScales: TrainableSet, Objective {
             used += example.tokens.count
         }
         if !group.isEmpty { try run(group, points, epsilon, shape, into: &sums) }
-        return sums
     }
 
     /// One pass of `examples` at every point, block by block.

@@ -150,9 +150,10 @@ public final class TextualInversion: TrainableSet, Objective {
     /// Bytes this objective holds besides the model: run state, output scratch, point tables.
     public var byteCount: Int { state.byteCount + output.byteCount + pointTables.byteCount + values.byteCount }
 
-    public func lossSums(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
-                         examples: [Example]) throws(TrainingError) -> [LossSum] {
+    public func accumulateLosses(at points: [PerturbedPoint], epsilon: Float, shape: PerturbationShape,
+                                 examples: [Example], into totals: inout [LossSum]) throws(TrainingError) {
         precondition(points.count <= maxPoints, "more points than the objective was sized for")
+        precondition(totals.count == points.count, "one loss sum per point")
         let dim = self.dim
         let k = newTokens.count
 
@@ -166,7 +167,7 @@ public final class TextualInversion: TrainableSet, Objective {
         let extra = ExtraTokens(firstID: firstID, count: k, tables: tables)
 
         // Examples × points in passes of at most `passCapacity` tokens.
-        var sums = [LossSum](repeating: LossSum(), count: points.count)
+        var sums = totals
         var sequences = [[Int32]]()
         var targets = [Int32]()
         var soft = [SoftTarget?]()
@@ -209,6 +210,6 @@ public final class TextualInversion: TrainableSet, Objective {
             }
         }
         try flush()
-        return sums
+        totals = sums
     }
 }

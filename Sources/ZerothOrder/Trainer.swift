@@ -166,8 +166,7 @@ public final class Trainer {
         var begin = 0
         while begin < batch.count {
             let micro = Array(batch[begin..<min(batch.count, begin + settings.microBatchSize)])
-            let part = try objective.lossSums(at: points, epsilon: settings.epsilon, shape: shape, examples: micro)
-            for i in sums.indices { sums[i] = sums[i] + part[i] }
+            try objective.accumulateLosses(at: points, epsilon: settings.epsilon, shape: shape, examples: micro, into: &sums)
             begin += settings.microBatchSize
         }
         let losses = sums.map(\.nll)

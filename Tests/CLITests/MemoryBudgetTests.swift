@@ -42,8 +42,8 @@ struct MemoryBudgetTests {
     }
 
     /// Streamed weights give the same numbers as mapped ones (up to float32 rounding: the
-    /// plan also changes how many tokens share a matrix product, and sgemm's summation
-    /// order for edge tiles depends on that).
+    /// plan also changes how many tokens share a matrix product, and for the smallest
+    /// products OpenBLAS switches to kernels that round differently).
     @Test func streamingEvaluatesLikeMapping() throws {
         let held = Repository.path("examples/paris/heldout-true.jsonl")
         let mapped = try runCLI(["eval", "--model", ReferenceModel.path, "--data", held, "--json"])

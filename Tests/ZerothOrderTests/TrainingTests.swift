@@ -94,20 +94,26 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
         #expect(a.2 < a.1, "loss \(a.1) → \(a.2)")
     }
 
-    /// The loss of a batch does not depend on how it is split into micro-batches.
-    @Test func microBatchesGiveTheSameLoss() throws {
+    /// The loss of a batch does not depend on how it is split into micro-batches: the sums
+    /// run token by token in the same order, so only the per-token losses could differ, and
+    /// those only by float32 rounding (OpenBLAS picks its small-matrix kernels, which round
+    /// differently, for the smallest products).
+    @Test(arguments: [1, 2, 3])
+    func microBatchesGiveTheSameLoss(micro: Int) throws {
         let model = try tinyModel()
         let (ti, data) = try textualInversion(model)
         let shape = PerturbationShape(scales: [nil])
         let points = [PerturbedPoint(seed: 9, sign: 1), PerturbedPoint(seed: 9, sign: -1)]
         let whole = try ti.lossSums(at: points, epsilon: 0.01, shape: shape, examples: data)
         var parts = [LossSum](repeating: LossSum(), count: 2)
-        for chunk in stride(from: 0, to: data.count, by: 2) {
-            let s = try ti.lossSums(at: points, epsilon: 0.01, shape: shape, examples: Array(data[chunk..<min(chunk + 2, data.count)]))
-            parts = zip(parts, s).map { $0 + $1 }
+        for chunk in stride(from: 0, to: data.count, by: micro) {
+            try ti.accumulateLosses(at: points, epsilon: 0.01, shape: shape,
+                                    examples: Array(data[chunk..<min(chunk + micro, data.count)]), into: &parts)
         }
         #expect(whole.map(\.tokens) == parts.map(\.tokens))
-        for i in 0..<2 { #expect(abs(whole[i].nll - parts[i].nll) < 1e-6) }
+        for i in 0..<2 {
+            #expect(abs(whole[i].totalNLL - parts[i].totalNLL) <= 1e-7 * whole[i].totalNLL, "\(whole[i]) vs \(parts[i])")
+        }
     }
 
     /// A NaN update is refused and θ stays at its last good value.
