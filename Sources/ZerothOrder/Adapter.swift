@@ -25,6 +25,9 @@ public struct Adapter {
     /// QZO: tuned block scales by tensor name.
     public var scales: [String: [Float]] = [:]
     public var offsets: [String: [Float]] = [:]
+    /// QZO scales computed tensor by tensor as the file is written, so that writing does not
+    /// hold a copy of every tuned scale: name, block count, and the tuned (d, m) of the tensor.
+    public var scaleProducers: [(name: String, blocks: Int, hasOffsets: Bool, tuned: () -> (d: [Float], m: [Float]?))] = []
     public var training: String = ""
 
     public init(method: [String], baseName: String, baseSHA256: String) {
@@ -50,10 +53,23 @@ public struct Adapter {
             w.metadata["edge_finetune.textual_inversion.tokens"] = .array(.string(newTokens))
             w.addTensor(name: "textual_inversion.embedding", shape: [dim, newTokens.count], floats: embeddings)
         }
-        for name in scales.keys.sorted() {
+        var entries = scales.keys.map { name in (name: name, write: { (w: inout GGUFWriter) in
             w.addTensor(name: name + ".qzo_d", shape: [scales[name]!.count], floats: scales[name]!)
             if let m = offsets[name] { w.addTensor(name: name + ".qzo_m", shape: [m.count], floats: m) }
+        }) }
+        for p in scaleProducers {
+            entries.append((name: p.name, write: { (w: inout GGUFWriter) in
+                w.addTensor(name: p.name + ".qzo_d", type: .f32, shape: [p.blocks], source: .generate { out in
+                    p.tuned().d.withUnsafeBytes { out.copyMemory(from: $0) }
+                })
+                if p.hasOffsets {
+                    w.addTensor(name: p.name + ".qzo_m", type: .f32, shape: [p.blocks], source: .generate { out in
+                        p.tuned().m!.withUnsafeBytes { out.copyMemory(from: $0) }
+                    })
+                }
+            }))
         }
+        for e in entries.sorted(by: { $0.name < $1.name }) { e.write(&w) }
         if !training.isEmpty { w.metadata["edge_finetune.training"] = .string(training) }
         do { try w.write(to: path) } catch { throw .file(error) }
     }

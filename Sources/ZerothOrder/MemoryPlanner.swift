@@ -13,7 +13,8 @@
 //                 its matmul tile and attention scores, and the output head's scratch
 //   trainable     master copies of the trained values, and a backup for a refused step
 //   optimizer     its state (moments, Hessian estimates), plugin allocations included
-//   other         subspace-gradient history, checkpoint encoding (a copy of the state)
+//   other         subspace-gradient history, QZO's per-block scale buffers, checkpoint
+//                 encoding (a copy of the state)
 //   margin        allocator slack and thread stacks: 2 MB plus 3% of the rest
 // A micro-batch is a group of whole examples run in one pass; a step's loss is summed over
 // its micro-batches, so the result does not depend on the plan.

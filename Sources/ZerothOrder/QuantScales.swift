@@ -81,6 +81,16 @@ public final class QuantScales: TrainableSet, Objective {
         return out
     }
 
+    /// Bytes of the per-layer scale buffers a run with `points` points allocates besides the
+    /// trained values (each point's scales of one block, and the block's original scales).
+    public static func scratchBytes(model: LlamaModel, patterns: [String], trainOffsets: Bool, points: Int) -> Int {
+        let perLayer = model.layers.map { layer in
+            layer.matrices.filter { t in t.info.type.hasBlockScales && patterns.contains { wildcardMatch($0, t.name) } }
+                .reduce(0) { $0 + $1.info.elementCount / 32 }
+        }.max() ?? 0
+        return 4 * perLayer * (points * (trainOffsets ? 2 : 1) + 2)
+    }
+
     /// Trains the block scales of every tensor whose name matches one of `patterns`
     /// (shell-style `*` wildcards) and has block scales.
     public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, minimumRatio: Float = 0.05,

@@ -132,7 +132,9 @@ public final class TrainingRun {
                 vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
                 contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
-                otherBytes: o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
+                otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
+                    + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
+                                                                  points: points) } ?? 0))
             switch MemoryPlanner.plan(request) {
             case .success(let p): plan = p
             case .failure(let e): throw e
@@ -184,10 +186,8 @@ public final class TrainingRun {
             }
             makeAdapter = {
                 var a = Adapter(method: rows == nil ? ["qzo"] : ["qzo", "textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
-                for (i, t) in qzo.targets.enumerated() {
-                    let tuned = qzo.tunedScales(i)
-                    a.scales[t.tensor.name] = tuned.d
-                    if let mm = tuned.m { a.offsets[t.tensor.name] = mm }
+                a.scaleProducers = qzo.targets.enumerated().map { i, t in
+                    (name: t.tensor.name, blocks: t.blocks, hasOffsets: t.offsetGroup != nil, tuned: { qzo.tunedScales(i) })
                 }
                 if let rows {
                     a.newTokens = rows.tokens

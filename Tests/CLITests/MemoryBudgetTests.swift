@@ -34,6 +34,18 @@ struct MemoryBudgetTests {
         #expect(r.peakRSS > 0 && r.peakRSS < 49_000_000, "peak \(r.peakRSS)")
     }
 
+    /// QZO keeps a master copy of every block scale (13 MB here) and still trains below the
+    /// model file's size, writing its adapter without a second copy of the scales.
+    @Test func qzoBelowTheModelSizeStreamsTheWeights() throws {
+        let out = makeTemporaryDirectory("budget-qzo") + "/scales.gguf"
+        let r = try runCLI(["train", "--method", "qzo", "--model", ReferenceModel.path, "--data", data, "--steps", "2",
+                            "--memory-budget", "90M", "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("streaming weights"))
+        #expect(r.peakRSS > 0 && r.peakRSS < 90_000_000, "peak \(r.peakRSS)")
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
     @Test func impossibleBudgetIsRefusedUpFront() throws {
         let r = try train("30M")
         #expect(r.status != 0)
