@@ -41,10 +41,6 @@ public final class MappedFile: @unchecked Sendable {
                 close(fd)
                 throw error
             }
-            // Pages are mapped one at a time, never as a whole 2 MB page-cache folio: a file
-            // written in large writes sits in the page cache as huge folios, and one touched
-            // byte would otherwise make 2 MB resident (memory budgets count resident pages).
-            madvise(base, size, Int32(MADV_NOHUGEPAGE))
             bytes = UnsafeRawBufferPointer(start: base, count: size)
         }
         descriptor = fd

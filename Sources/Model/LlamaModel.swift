@@ -127,7 +127,13 @@ public final class LlamaModel: @unchecked Sendable {
             guard t.shape == [n] else { throw .tensorShape(name: name, expected: [n], found: t.shape) }
             guard t.type.isSupportedForCompute else { throw .unsupportedTensorType(name: name, type: t.type) }
             let out = FloatBuffer(count: n)
-            dequantizeRowGeneric(t.type, file.bytes(of: t).baseAddress!, count: n, into: out.pointer)
+            // Read with pread, not through the mapping: a touched page of a file that sits in
+            // the page cache as large folios maps the whole folio, and the norm vectors are
+            // spread through the file (a streaming run keeps the mapping's pages out).
+            let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(1, t.byteCount), alignment: 64)
+            defer { bytes.deallocate() }
+            let source = file.read(t, into: bytes) ? UnsafeRawPointer(bytes) : file.bytes(of: t).baseAddress!
+            dequantizeRowGeneric(t.type, source, count: n, into: out.pointer)
             return out
         }
 
