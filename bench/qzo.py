@@ -29,9 +29,9 @@ CONFIGS = {
     "qzo": [],                            # defaults: relative lr 1e-2, eps 1e-3, clipping at C = 100
     "qzo-no-ddc": ["--ddc", "0"],
     "qzo-ddc1": ["--ddc", "1"],           # a bound the derivatives actually reach
-    "qzo-lr3e-2": ["--lr", "3e-2"],
-    "qzo-lr3e-2-ddc1": ["--lr", "3e-2", "--ddc", "1"],
+    "qzo-lr3e-3": ["--lr", "3e-3"],
     "qzo-kl": ["--loss", "kl", "--teacher", Q41],  # distillation toward the Q4_1 model
+    "qzo-kl-lr3e-3": ["--loss", "kl", "--teacher", Q41, "--lr", "3e-3"],
 }
 
 

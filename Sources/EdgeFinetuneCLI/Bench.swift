@@ -31,7 +31,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Timed runs per figure, after one warm-up run.")
     var runs = 5
 
-    @Option(name: .long, help: "Tokens generated per generation run (default: 64; 0 skips generation).")
+    @Option(name: .long, help: "Tokens generated per generation run; 0 skips generation.")
     var genTokens = 64
 
     @Option(name: .long, help: "Prompt tokens before generation starts.")
