@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
         .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import GGUF
 import Model
 import PluginHost
 import Quant
@@ -117,6 +118,9 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "Continue from the newest valid checkpoint in --checkpoint-dir.")
     var resume = false
 
+    @Flag(name: .long, help: "Keep the adapter of the best held-out evaluation: --out is written whenever the held-out NLL improves (from the start, step 0), not at the end. Needs --eval-data or --eval-fraction.")
+    var keepBest = false
+
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
@@ -143,6 +147,7 @@ struct Train: ParsableCommand {
         }
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
+        if keepBest && evalData == nil && evalFraction == 0 { throw ValidationError("--keep-best needs --eval-data or --eval-fraction") }
         guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
@@ -186,14 +191,17 @@ struct Train: ParsableCommand {
             return try PluginHost.load(optimizer).makeOptimizer(options: opt, groups: groups, memoryBudget: nil)
         }, note: warn)
 
-        func writeAdapter() throws {
-            let training = jsonText([
+        /// Writes the adapter as it is after `step`, with the held-out NLL measured there.
+        func writeAdapter(step: Int, heldOut: Double?) throws {
+            var settings: [String: Any] = [
                 "method": method, "steps": steps, "batch": batch, "lr": Double(o.settings.learningRate),
                 "eps": Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
                 "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
-            ])
-            try run.adapter(training: training).write(to: out, dim: run.model.config.dim)
+                "step": step,
+            ]
+            if let heldOut { settings["held_out_nll"] = heldOut }
+            try run.adapter(training: jsonText(settings)).write(to: out, dim: run.model.config.dim)
         }
 
         let initialEval = try run.evaluate()
@@ -203,26 +211,45 @@ struct Train: ParsableCommand {
         var progress = ProgressDisplay(total: steps, first: run.nextStep)
         var records = [StepRecord]()
         var lastEval = initialEval
+        // --keep-best: the best held-out NLL so far and its step. A resumed run takes them
+        // from the adapter it wrote before (the steps it replays give the same evaluations).
+        var best: (step: Int, nll: Double)?
+        if keepBest, let initialEval {
+            if resume, let recorded = recordedEvaluation(out), recorded.step < run.nextStep {
+                best = recorded
+            } else {
+                best = (run.nextStep - 1, initialEval)
+                try writeAdapter(step: run.nextStep - 1, heldOut: initialEval)
+            }
+        }
+        var lastStep = run.nextStep - 1
         while !run.isFinished {
             let record: StepRecord
             do {
                 record = try run.step()
             } catch {
-                // Keep what was learned up to the last good step.
+                // Keep what was learned up to the last good step (with --keep-best, the best one is on disk).
                 switch error {
-                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: try? writeAdapter()
+                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: if !keepBest { try? writeAdapter(step: lastStep, heldOut: nil) }
                 default: break
                 }
                 throw error
             }
             records.append(record)
-            if let e = record.evalLoss { lastEval = e }
+            lastStep = record.step
+            if let e = record.evalLoss {
+                lastEval = e
+                if let b = best, e < b.nll {
+                    best = (record.step, e)
+                    try writeAdapter(step: record.step, heldOut: e)
+                }
+            }
             try log?.write(record, lr: o.settings.learningRate)
             progress.update(record, lastEval: lastEval)
         }
         progress.finish()
 
-        try writeAdapter()
+        if !keepBest { try writeAdapter(step: lastStep, heldOut: records.last?.evalLoss) }
         let seconds = (clock.now - started).seconds
         let curve = out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg"
         try LossCurve(records: records, initialEval: initialEval).write(to: curve)
@@ -231,6 +258,9 @@ struct Train: ParsableCommand {
                        ["peak RSS", megabytes(peakRSS())]]
         if let initialEval, let lastEval {
             summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
+        }
+        if let best {
+            summary.insert(["kept", "the adapter of step \(best.step), held-out NLL \(fixed(best.nll)) nats (--keep-best)"], at: 1)
         }
         if let first = records.first, let last = records.last {
             summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step \(first.step) → \(last.step))"], at: 0)
@@ -275,4 +305,14 @@ func peakRSS() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024
+}
+
+/// The step and held-out NLL an adapter written by `train` records, if it records them.
+func recordedEvaluation(_ path: String) -> (step: Int, nll: Double)? {
+    guard FileManager.default.fileExists(atPath: path),
+          let file = try? GGUFFile(path: path),
+          let text = file.metadata.string("edge_finetune.training"),
+          let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+          let step = json["step"] as? Int, let nll = json["held_out_nll"] as? Double else { return nil }
+    return (step, nll)
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GGUF
 import TestSupport
 import Testing
 
@@ -36,6 +37,46 @@ import Testing
         #expect(g.status == 0, "\(g.stderr)")
         let wrong = try runCLI(["eval", "--model", Repository.path("models/tiny-q4_0.gguf"), "--data", held, "--adapter", dir + "/a.gguf"])
         #expect(wrong.status != 0 && wrong.stderr.contains("trained on the model"), "\(wrong.stderr)")
+    }
+
+    /// --keep-best keeps the adapter of the lowest held-out NLL in the run's log (here an
+    /// evaluation in the middle of the run), records its step, and a run interrupted and
+    /// resumed keeps the same one.
+    @Test func keepBestKeepsTheBestEvaluation() throws {
+        let dir = makeTemporaryDirectory("keep-best")
+        func run(_ steps: Int, _ out: String, _ extra: [String] = []) throws -> ProcessResult {
+            try runCLI(["train", "--model", model, "--data", data, "--eval-data", held, "--new-token", " <x>", "--steps", "\(steps)",
+                        "--batch", "4", "--lr", "0.05", "--eps", "0.01", "--eval-every", "4", "--keep-best", "--out", out] + extra)
+        }
+        let r = try run(40, dir + "/a.gguf", ["--log-json", dir + "/log.jsonl"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let evals = try String(contentsOfFile: dir + "/log.jsonl", encoding: .utf8).split(separator: "\n").compactMap { line in
+            (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]).flatMap { j in
+                (j["eval_nll"] as? Double).map { (step: j["step"] as! Int, nll: $0) }
+            }
+        }
+        let best = evals.min { $0.nll < $1.nll }!
+        #expect(best.step > 0 && best.step < 40, "this setting's best evaluation is mid-run: \(evals)")
+        let kept = try #require(recordedEvaluation(dir + "/a.gguf"))
+        #expect(kept.step == best.step && kept.nll == best.nll)
+        let e = try runCLI(["eval", "--model", model, "--data", held, "--adapter", dir + "/a.gguf", "--json"])
+        let nll = (try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Double])["nll"]!
+        #expect(abs(nll - best.nll) < 1e-4, "eval of the kept adapter \(nll), recorded \(best.nll)")
+
+        // Interrupted after 20 steps, resumed to 40: the same kept adapter, bit for bit.
+        let ckpt = ["--checkpoint-dir", dir + "/ckpt", "--checkpoint-every", "10"]
+        #expect(try run(20, dir + "/b.gguf", ckpt).status == 0)
+        let resumed = try run(40, dir + "/b.gguf", ckpt + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/a.gguf")) == Data(contentsOf: URL(fileURLWithPath: dir + "/b.gguf")))
+    }
+
+    /// The step and held-out NLL an adapter records in its training settings.
+    func recordedEvaluation(_ path: String) -> (step: Int, nll: Double)? {
+        guard let file = try? GGUFFile(path: path), let text = file.metadata.string("edge_finetune.training"),
+              let training = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let step = training["step"] as? Int, let nll = training["held_out_nll"] as? Double else { return nil }
+        return (step, nll)
     }
 
     @Test func qzoTrainsExportsAndTheExportEvaluatesAsReported() throws {
