@@ -26,12 +26,12 @@ Q41 = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 EX = os.path.join(ROOT, "examples", "qzo")
 
 CONFIGS = {
-    "qzo": [],                            # defaults: relative lr 1e-2, eps 1e-3, clipping at C = 100
+    "qzo": [],                            # defaults: relative lr 3e-3, eps 1e-3, clipping at C = 100
     "qzo-no-ddc": ["--ddc", "0"],
     "qzo-ddc1": ["--ddc", "1"],           # a bound the derivatives actually reach
-    "qzo-lr3e-3": ["--lr", "3e-3"],
+    "qzo-lr1e-2": ["--lr", "1e-2"],
     "qzo-kl": ["--loss", "kl", "--teacher", Q41],  # distillation toward the Q4_1 model
-    "qzo-kl-lr3e-3": ["--loss", "kl", "--teacher", Q41, "--lr", "3e-3"],
+    "qzo-kl-lr1e-2": ["--loss", "kl", "--teacher", Q41, "--lr", "1e-2"],
 }
 
 
