@@ -17,7 +17,8 @@
 //                 encoding (a copy of the state)
 //   margin        allocator slack and thread stacks: 2 MB plus 3% of the rest
 // A micro-batch is a group of whole examples run in one pass; a step's loss is summed over
-// its micro-batches, so the result does not depend on the plan.
+// its micro-batches token by token in order, so the plan changes the result only through
+// float32 rounding inside OpenBLAS (which picks other kernels for the smallest products).
 
 import Foundation
 import Model
