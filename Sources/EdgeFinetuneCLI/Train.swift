@@ -2,7 +2,6 @@
 
 import ArgumentParser
 import Foundation
-import GGUF
 import Model
 import PluginHost
 import Quant
@@ -216,8 +215,8 @@ struct Train: ParsableCommand {
         // from the adapter it wrote before (the steps it replays give the same evaluations).
         var best: (step: Int, nll: Double)?
         if keepBest, let initialEval {
-            if resume, let recorded = recordedEvaluation(out), recorded.step < run.nextStep {
-                best = recorded
+            if resume, let recorded = Adapter.recordedEvaluation(atPath: out), recorded.step < run.nextStep {
+                best = (recorded.step, recorded.heldOutNLL)
             } else {
                 best = (run.nextStep - 1, initialEval)
                 try writeAdapter(step: run.nextStep - 1, heldOut: initialEval)
@@ -306,14 +305,4 @@ func peakRSS() -> Int {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return usage.ru_maxrss * 1024
-}
-
-/// The step and held-out NLL an adapter written by `train` records, if it records them.
-func recordedEvaluation(_ path: String) -> (step: Int, nll: Double)? {
-    guard FileManager.default.fileExists(atPath: path),
-          let file = try? GGUFFile(path: path),
-          let text = file.metadata.string("edge_finetune.training"),
-          let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-          let step = json["step"] as? Int, let nll = json["held_out_nll"] as? Double else { return nil }
-    return (step, nll)
 }

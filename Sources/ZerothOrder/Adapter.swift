@@ -6,11 +6,13 @@
 //   edge_finetune.base_model.name          general.name of the base model
 //   edge_finetune.base_model.sha256        SHA-256 of the base model's tensor data
 //   edge_finetune.textual_inversion.tokens the new tokens' texts, in id order
-//   edge_finetune.training                 the run's settings, as JSON text
+//   edge_finetune.training                 the run's settings, as JSON text, with "step" (the
+//                                          step the adapter was taken at) and "held_out_nll"
 // Tensors:
 //   textual_inversion.embedding            F32 (dim, tokens): one row per new token
 //   <tensor>.qzo_d / <tensor>.qzo_m        F32 (blocks): tuned block scales of <tensor>
 
+import Foundation
 import GGUF
 import Model
 import Quant
@@ -80,6 +82,16 @@ public struct Adapter {
         do { return try GGUFFile(path: path).metadata.strings("edge_finetune.textual_inversion.tokens") ?? [] } catch {
             throw .file(error)
         }
+    }
+
+    /// The step and held-out NLL an adapter file records (see `edge_finetune.training`), if
+    /// the file exists and records both.
+    public static func recordedEvaluation(atPath path: String) -> (step: Int, heldOutNLL: Double)? {
+        guard FileManager.default.fileExists(atPath: path),
+              let text = try? GGUFFile(path: path).metadata.string("edge_finetune.training"),
+              let json = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let step = json["step"] as? Int, let nll = json["held_out_nll"] as? Double else { return nil }
+        return (step, nll)
     }
 
     /// Reads an adapter and checks it belongs to `model`.
