@@ -234,3 +234,99 @@ struct RealTokenizerTests {
         #expect(utf8(joined) == utf8(text))
     }
 }
+
+// MARK: - A synthetic SentencePiece vocabulary
+
+/// Tests/Golden/tokens-synthetic-spm.json: a small SentencePiece vocabulary (ties in score, byte fallback, the space
+/// prefix on and off, user-defined and control tokens) and llama.cpp's ids for it.
+struct SyntheticSPMGolden: Decodable, Sendable {
+    struct Vocabulary: Decodable, Sendable {
+        let model: String
+        let tokens: [String]
+        let tokenTypes: [Int32]
+        let scores: [Float]
+        let bos: Int32
+        let eos: Int32
+        let unk: Int32
+        let addBOS: Bool
+        let addSpacePrefix: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case model, tokens, scores, bos, eos, unk
+            case tokenTypes = "token_types"
+            case addBOS = "add_bos"
+            case addSpacePrefix = "add_space_prefix"
+        }
+
+        var tokenizerVocabulary: TokenizerVocabulary {
+            TokenizerVocabulary(model: model, tokens: tokens, tokenTypes: tokenTypes, merges: [], scores: scores,
+                                bosID: bos, eosID: eos, unknownID: unk, addBOS: addBOS, addSpacePrefix: addSpacePrefix)
+        }
+    }
+
+    struct Variant: Decodable, Sendable {
+        let vocabulary: Vocabulary
+        let special: RealGoldenFile.Special
+        let cases: [RealGoldenCase]
+    }
+
+    let variants: [Variant]
+
+    static let file: SyntheticSPMGolden? = {
+        guard let data = FileManager.default.contents(atPath: Repository.golden("tokens-synthetic-spm.json")) else {
+            return nil
+        }
+        return try? JSONDecoder().decode(SyntheticSPMGolden.self, from: data)
+    }()
+
+    /// Every case, labelled with its variant's index.
+    static var cases: [RealGoldenCase] {
+        (file?.variants ?? []).enumerated().flatMap { index, variant in
+            variant.cases.map { var c = $0; c.vocabulary = "synthetic-\(index)"; return c }
+        }
+    }
+
+    static func tokenizer(_ label: String) throws -> Tokenizer {
+        let index = Int(label.split(separator: "-").last!)!
+        return try Tokenizer(vocabulary: try #require(file).variants[index].vocabulary.tokenizerVocabulary)
+    }
+}
+
+@Suite("Synthetic SentencePiece")
+struct SyntheticSentencePieceTests {
+    @Test("the golden file holds both space-prefix variants")
+    func variants() throws {
+        let file = try #require(SyntheticSPMGolden.file)
+        #expect(file.variants.map(\.vocabulary.addSpacePrefix) == [true, false])
+        #expect(file.variants.allSatisfy { $0.cases.count >= 200 })
+    }
+
+    @Test("ids identical to llama.cpp", arguments: SyntheticSPMGolden.cases)
+    func golden(_ golden: RealGoldenCase) throws {
+        let tokenizer = try SyntheticSPMGolden.tokenizer(golden.vocabulary)
+        #expect(tokenizer.encode(golden.text, addSpecial: golden.addSpecial, parseSpecial: golden.parseSpecial)
+                == golden.ids)
+        #expect(utf8(tokenizer.decode(golden.ids, renderSpecial: golden.parseSpecial)) == utf8(golden.piecesJoined))
+    }
+
+    @Test("special ids and end of generation as llama.cpp has them")
+    func special() throws {
+        for (index, variant) in try #require(SyntheticSPMGolden.file).variants.enumerated() {
+            let tokenizer = try SyntheticSPMGolden.tokenizer("synthetic-\(index)")
+            #expect(tokenizer.bosID == variant.special.bos && tokenizer.eosID == variant.special.eos)
+            #expect(tokenizer.addBOS == variant.special.addBOS)
+            #expect(tokenizer.endOfGenerationIDs == Set(variant.special.endOfGeneration))
+        }
+    }
+
+    @Test("equal scores merge leftmost first; a character without a token falls back to its bytes")
+    func tiesAndFallback() throws {
+        let tokenizer = try SyntheticSPMGolden.tokenizer("synthetic-1")  // no space prefix
+        let xy = try #require(tokenizer.id(of: "xy")), yx = try #require(tokenizer.id(of: "yx"))
+        let x = try #require(tokenizer.id(of: "x")), y = try #require(tokenizer.id(of: "y"))
+        #expect(tokenizer.encode("xyx") == [xy, x], "xy and yx tie at score 0: the left pair merges")
+        #expect(tokenizer.encode("yxy") == [yx, y])
+        let fallback: [Int32] = [3 + 0xE4, 3 + 0xB8, 3 + 0xAD]  // <0xE4> <0xB8> <0xAD>
+        #expect(tokenizer.encode("中") == fallback)
+    }
+}

@@ -25,6 +25,14 @@ Writes Tests/Golden/tokens-<name>.json for each vocabulary:
   * file fields: model file names and sha256, a hash of the tokenizer.ggml.* data
     (tokens, types, scores, merges), llama-cpp-python version, generator, date.
 
+It also writes Tests/Golden/tokens-synthetic-spm.json: a small SentencePiece
+vocabulary made for ties in score, byte fallback, the space prefix (on, unlike
+Gemma's), user-defined and control tokens, written as a vocab-only GGUF (to a
+temporary directory, with gguf-py) and tokenized by llama.cpp. The file holds the
+vocabulary itself ("vocabulary": tokens, types, scores, special ids) and the same
+"cases" and "special" sections, for SYNTHETIC_STRINGS plus STRINGS, with
+add_space_prefix true and false.
+
 The two Qwen2.5-Coder files (0.5B and 1.5B) are checked to carry identical
 tokenizer data (tokens, types, merges, special ids); one golden file covers both.
 Their chat templates differ by two characters inside the tools branch
@@ -109,6 +117,77 @@ CONVERSATIONS = [
     ("multi-line and unicode", [{"role": "user", "content": "Line 1\nLine 2\n\n日本語 😀"},
                                 {"role": "assistant", "content": "```python\nprint('ok')\n```"}]),
 ]
+
+
+SYNTHETIC_PIECES = [  # (text, score): normal tokens of the synthetic vocabulary
+    ("▁", -1), ("a", -2), ("b", -2), ("c", -2), ("ab", -3), ("bc", -3), ("abc", -1), ("▁a", -4), ("▁ab", -5),
+    ("x", -2), ("y", -2), ("xy", 0), ("yx", 0), ("é", -2), ("▁▁", -3), ("a▁b", -0.5), ("▁<", -2), ("<", -3),
+]
+SYNTHETIC_STRINGS = [
+    "abc", "ab c", "xyx", "yxy", "xyxy", "a b", "ab ab", " a", "  a", "a  ", "é", "e\u0301", "中", "a<tag>b",
+    "<tag> ab", "USER: abc", "</s>a", "a</s>", "<s><s>", "<|im_end|>x", "x<|im_end|>", "<unk>", "<0x41>",
+]
+
+
+def synthetic_vocabulary(add_space_prefix):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    for text, score in SYNTHETIC_PIECES:
+        tokens.append(text)
+        types.append(1)
+        scores.append(float(score))
+    for text, kind in [("<tag>", 4), ("USER", 4), ("<|im_end|>", 3)]:
+        tokens.append(text)
+        types.append(kind)
+        scores.append(0.0)
+    return {"model": "llama", "tokens": tokens, "token_types": types, "scores": scores,
+            "bos": 1, "eos": 2, "unk": 0, "add_bos": True, "add_space_prefix": add_space_prefix}
+
+
+def write_synthetic(path, v):
+    w = gguf.GGUFWriter(path, "llama")
+    # hyperparameters llama.cpp reads before the vocabulary; no tensors (vocab_only skips them)
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(8)
+    w.add_head_count(1)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_tokenizer_model(v["model"])
+    w.add_token_list(v["tokens"])
+    w.add_token_scores(v["scores"])
+    w.add_token_types(v["token_types"])
+    w.add_bos_token_id(v["bos"])
+    w.add_eos_token_id(v["eos"])
+    w.add_unk_token_id(v["unk"])
+    w.add_add_bos_token(v["add_bos"])
+    w.add_add_space_prefix(v["add_space_prefix"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def synthetic_golden():
+    import tempfile
+    variants = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for prefix in (True, False):
+            v = synthetic_vocabulary(prefix)
+            path = os.path.join(tmp, f"spm-{prefix}.gguf")
+            write_synthetic(path, v)
+            vocab = Vocab(path)
+            variants.append({"vocabulary": v, "special": special_section(vocab),
+                             "cases": cases(vocab, SYNTHETIC_STRINGS + STRINGS)})
+    golden = {"llama_cpp_python": llama_cpp.__version__, "generator": "scripts/reference/tokenizer_golden.py",
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "variants": variants}
+    out = os.path.join(GOLDEN_DIR, "tokens-synthetic-spm.json")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(golden, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"{out}: {sum(len(v['cases']) for v in variants)} cases")
 
 
 def sha256(path):
@@ -198,9 +277,9 @@ class Vocab:
         return buf.raw[:n].decode("utf-8")
 
 
-def cases(vocab):
+def cases(vocab, strings=STRINGS):
     out = []
-    for text in STRINGS:
+    for text in strings:
         for parse_special in (False, True):
             for add_special in (False, True):
                 ids = vocab.tokenize(text, add_special, parse_special)
@@ -269,6 +348,7 @@ def chat_section(vocab, templates, data):
 
 def main():
     os.makedirs(GOLDEN_DIR, exist_ok=True)
+    synthetic_golden()
     for name, paths in VOCABULARIES:
         datas = [tokenizer_data(p) for p in paths]
         if any(d[1] != datas[0][1] for d in datas):
