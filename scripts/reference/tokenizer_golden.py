@@ -15,13 +15,6 @@ Writes Tests/Golden/tokens-<name>.json for each vocabulary:
     "end_of_generation": every id for which llama_vocab_is_eog is true.
   * "pieces": llama_token_to_piece(id, special=false/true) as hex bytes for a
     fixed sample of ids (every special id below 300, every 4099th id, the last id).
-  * "chat": conversations rendered by an independent reference:
-      - for a vocabulary whose file has tokenizer.chat_template (Qwen): the file's
-        own Jinja template rendered with jinja2 (add_generation_prompt true and
-        false, as transformers' apply_chat_template renders it);
-      - for Gemma, whose file has no template: llama.cpp's built-in "gemma"
-        format (llama_chat_apply_template), and likewise "llama3" and "chatml"
-        for the formats without a file here.
   * file fields: model file names and sha256, a hash of the tokenizer.ggml.* data
     (tokens, types, scores, merges), llama-cpp-python version, generator, date.
 
@@ -35,10 +28,17 @@ add_space_prefix true and false.
 
 The two Qwen2.5-Coder files (0.5B and 1.5B) are checked to carry identical
 tokenizer data (tokens, types, merges, special ids); one golden file covers both.
-Their chat templates differ by two characters inside the tools branch
-(`{"name": ...}` written as `{{"name": ...}}` in the 1.5B file), which renders
-identically without tools; the chat section is rendered from each file and
-checked equal.
+
+It writes Tests/Golden/chat-templates.json: CONVERSATIONS (with
+add_generation_prompt true and false) rendered by an independent reference:
+  - each file's own tokenizer.chat_template (Qwen2.5-Coder 0.5B and 1.5B,
+    SmolLM2), rendered with jinja2 as transformers' apply_chat_template renders
+    it; the template text is stored beside the renderings;
+  - llama.cpp's built-in formats "gemma" (Gemma 3 270M's file has no template),
+    "llama3" and "chatml", by llama_chat_apply_template.
+The two Qwen templates differ by two characters inside the tools branch
+(`{"name": ...}` written as `{{"name": ...}}` in the 1.5B file), which these
+conversations (no tools) never reach.
 
 Independent references: llama.cpp (llama-cpp-python 0.3.36, vocab_only load,
 low-level API), jinja2 for the Jinja templates, gguf-py for the file data.
@@ -321,29 +321,42 @@ def render_jinja(template, messages, add_generation_prompt, bos, eos):
                                             bos_token=bos, eos_token=eos)
 
 
-def chat_section(vocab, templates, data):
-    tokens = data["tokenizer.ggml.tokens"]
-    bos = tokens[data["tokenizer.ggml.bos_token_id"]].decode() if "tokenizer.ggml.bos_token_id" in data else ""
-    eos = tokens[data["tokenizer.ggml.eos_token_id"]].decode() if "tokenizer.ggml.eos_token_id" in data else ""
-    out = []
-    for name, messages in CONVERSATIONS:
-        for add in (True, False):
-            entry = {"name": name, "messages": messages, "add_generation_prompt": add}
-            if templates[0] is not None:
-                renders = [render_jinja(t, messages, add, bos, eos) for t in templates]
-                if any(r != renders[0] for r in renders):
-                    sys.exit(f"the files' templates render '{name}' differently")
-                entry["reference"] = "jinja2: the file's tokenizer.chat_template"
-                entry["rendered"] = renders[0]
-                out.append(entry)
-            else:
-                for builtin in ("gemma", "llama3", "chatml"):
-                    e = dict(entry)
-                    e["reference"] = f"llama.cpp llama_chat_apply_template(\"{builtin}\")"
-                    e["format"] = builtin
-                    e["rendered"] = vocab.apply_builtin_template(builtin, messages, add)
-                    out.append(e)
-    return out
+CHAT_TEMPLATE_FILES = [
+    "models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+    "models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+    "models/SmolLM2-135M-Instruct.Q4_1.gguf",
+]
+
+
+def chat_golden():
+    templates = []
+    for path in CHAT_TEMPLATE_FILES:
+        data, _, template = tokenizer_data(path)
+        tokens = data["tokenizer.ggml.tokens"]
+        bos = tokens[data["tokenizer.ggml.bos_token_id"]].decode()
+        eos = tokens[data["tokenizer.ggml.eos_token_id"]].decode()
+        renderings = [{"name": name, "messages": messages, "add_generation_prompt": add,
+                       "rendered": render_jinja(template, messages, add, bos, eos)}
+                      for name, messages in CONVERSATIONS for add in (True, False)]
+        templates.append({"source": os.path.basename(path), "reference": "jinja2 (tokenizer.chat_template)",
+                          "template": template, "renderings": renderings})
+    vocab = Vocab(VOCABULARIES[0][1][0])  # any vocabulary: the built-in formats do not depend on it
+    for builtin in ("gemma", "llama3", "chatml"):
+        renderings = [{"name": name, "messages": messages, "add_generation_prompt": add,
+                       "rendered": vocab.apply_builtin_template(builtin, messages, add)}
+                      for name, messages in CONVERSATIONS for add in (True, False)]
+        templates.append({"source": f"llama.cpp built-in '{builtin}'",
+                          "reference": f"llama_chat_apply_template(\"{builtin}\")", "builtin": builtin,
+                          "renderings": renderings})
+    golden = {"llama_cpp_python": llama_cpp.__version__, "jinja2": jinja2.__version__,
+              "generator": "scripts/reference/tokenizer_golden.py",
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "templates": templates}
+    out = os.path.join(GOLDEN_DIR, "chat-templates.json")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(golden, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"{out}: {sum(len(t['renderings']) for t in templates)} renderings")
 
 
 def main():
@@ -354,7 +367,6 @@ def main():
         if any(d[1] != datas[0][1] for d in datas):
             sys.exit(f"{name}: the files' tokenizer data differ: " + ", ".join(d[1] for d in datas))
         data, data_hash, _ = datas[0]
-        templates = [d[2] for d in datas]
         vocab = Vocab(paths[0])
         golden = {
             "vocabulary": name,
@@ -367,7 +379,6 @@ def main():
             "special": special_section(vocab),
             "cases": cases(vocab),
             "pieces": pieces_section(vocab),
-            "chat": chat_section(vocab, templates, data),
         }
         # every other file's tokens agree with the first file's
         for p in paths[1:]:
@@ -379,8 +390,9 @@ def main():
         with open(out, "w", encoding="utf-8") as f:
             json.dump(golden, f, ensure_ascii=False, indent=1)
             f.write("\n")
-        print(f"{out}: {len(golden['cases'])} cases, {len(golden['chat'])} chat renderings, "
+        print(f"{out}: {len(golden['cases'])} cases, "
               f"{len(golden['special']['end_of_generation'])} end-of-generation ids")
+    chat_golden()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ struct SPMBigram {
 struct SPMScratch {
     /// The fragment with spaces escaped as U+2581 '▁' (and the space prefix, if any).
     var text: [UInt8] = []
+    /// For each byte of `text`, the offset in the fragment of the byte it came from (the prefix: 0).
+    var origin: [Int32] = []
     var symbols: [SPMSymbol] = []
     /// Binary max-heap of candidate merges, ordered by `SPMBigram.precedes`.
     var heap: [SPMBigram] = []
@@ -100,23 +102,37 @@ struct SentencePieceEncoder: Sendable {
         }
     }
 
-    /// Appends the tokens of one fragment of raw UTF-8 text, prefixed with a space when `spacePrefix`.
-    func encode(_ fragment: UnsafeBufferPointer<UInt8>, spacePrefix: Bool, scratch: inout SPMScratch,
-                into output: inout [Int32]) {
+    /// Appends the tokens of one fragment of raw UTF-8 text, prefixed with a space when `spacePrefix`, and where
+    /// each starts in the text (`base` plus its offset in the fragment) to `starts`.
+    func encode(_ fragment: UnsafeBufferPointer<UInt8>, base: Int, spacePrefix: Bool, scratch: inout SPMScratch,
+                into output: inout [Int32], starts: inout [Int]) {
         // spaces become '▁'
         scratch.text.removeAll(keepingCapacity: true)
-        if spacePrefix { scratch.text.append(contentsOf: Self.spaceMarker) }
-        for byte in fragment {
-            if byte == 0x20 { scratch.text.append(contentsOf: Self.spaceMarker) } else { scratch.text.append(byte) }
+        scratch.origin.removeAll(keepingCapacity: true)
+        if spacePrefix {
+            scratch.text.append(contentsOf: Self.spaceMarker)
+            scratch.origin.append(contentsOf: [0, 0, 0])
         }
+        for (offset, byte) in fragment.enumerated() {
+            if byte == 0x20 {
+                scratch.text.append(contentsOf: Self.spaceMarker)
+                scratch.origin.append(contentsOf: [Int32(offset), Int32(offset), Int32(offset)])
+            } else {
+                scratch.text.append(byte)
+                scratch.origin.append(Int32(offset))
+            }
+        }
+        let first = output.count
         scratch.text.withUnsafeBufferPointer { text in
-            encodeEscaped(text, scratch: &scratch, into: &output)
+            encodeEscaped(text, scratch: &scratch, into: &output, starts: &starts)
         }
+        // starts so far are offsets in the escaped text: map them back
+        for i in first..<output.count { starts[i] = base + Int(scratch.origin[starts[i]]) }
     }
 
     /// SentencePiece over escaped text: one symbol per UTF-8 character, merged by score.
     private func encodeEscaped(_ text: UnsafeBufferPointer<UInt8>, scratch: inout SPMScratch,
-                               into output: inout [Int32]) {
+                               into output: inout [Int32], starts: inout [Int]) {
         scratch.symbols.removeAll(keepingCapacity: true)
         scratch.heap.removeAll(keepingCapacity: true)
         guard !text.isEmpty else { return }
@@ -163,13 +179,16 @@ struct SentencePieceEncoder: Sendable {
             let bytes = UnsafeBufferPointer(rebasing: text[Int(symbol.start)..<Int(symbol.start + symbol.length)])
             if let id = self.index[buffer: bytes] {
                 output.append(id)
+                starts.append(Int(symbol.start))
             } else {
-                for byte in bytes {
+                for (offset, byte) in bytes.enumerated() {
                     let id = byteTokenIDs[Int(byte)]
                     if id >= 0 {
                         output.append(id)
+                        starts.append(Int(symbol.start) + offset)
                     } else if let unknownID {
                         output.append(unknownID)
+                        starts.append(Int(symbol.start) + offset)
                     }
                 }
             }

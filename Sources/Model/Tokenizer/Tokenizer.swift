@@ -251,9 +251,22 @@ public final class Tokenizer: Sendable {
     ///   matched either way.
     /// With `addSpecial` and `addBOS` but no BOS id, nothing is prepended (llama.cpp asserts instead); likewise EOS.
     public func encode(_ text: String, addSpecial: Bool = false, parseSpecial: Bool = false) -> [Int32] {
+        encodeWithOffsets(text, addSpecial: addSpecial, parseSpecial: parseSpecial).ids
+    }
+
+    /// Token ids for `text` as `encode` gives them, and the UTF-8 byte offset in `text` where each token's text
+    /// begins (BOS: 0, EOS: the text's length). Offsets never decrease; a SentencePiece space prefix belongs to the
+    /// token it starts.
+    public func encodeWithOffsets(_ text: String, addSpecial: Bool = false,
+                                  parseSpecial: Bool = false) -> (ids: [Int32], starts: [Int]) {
         var output: [Int32] = []
+        var starts: [Int] = []
         output.reserveCapacity(text.utf8.count / 3 + 2)
-        if addSpecial && addBOS, let bosID { output.append(bosID) }
+        starts.reserveCapacity(text.utf8.count / 3 + 2)
+        if addSpecial && addBOS, let bosID {
+            output.append(bosID)
+            starts.append(0)
+        }
 
         var text = text
         text.withUTF8 { bytes in
@@ -261,32 +274,37 @@ public final class Tokenizer: Sendable {
             var previousIsSpecial = true  // SentencePiece's space prefix goes before text that starts the input
             for fragment in partition(bytes, parseSpecial: parseSpecial) {
                 switch fragment {
-                case .token(let id):
+                case .token(let id, let start):
                     output.append(id)
+                    starts.append(start)
                     previousIsSpecial = true
                 case .text(let range):
                     let fragmentBytes = UnsafeBufferPointer(rebasing: bytes[range])
                     switch kind {
                     case .bytePair(let preTokenizer, let encoder):
-                        encodeText(fragmentBytes, preTokenizer: preTokenizer, encoder: encoder, scratch: &scratch,
-                                   into: &output)
+                        encodeText(fragmentBytes, base: range.lowerBound, preTokenizer: preTokenizer,
+                                   encoder: encoder, scratch: &scratch, into: &output, starts: &starts)
                     case .sentencePiece(let encoder, let addSpacePrefix):
-                        encoder.encode(fragmentBytes, spacePrefix: addSpacePrefix && previousIsSpecial,
-                                       scratch: &scratch.spm, into: &output)
+                        encoder.encode(fragmentBytes, base: range.lowerBound,
+                                       spacePrefix: addSpacePrefix && previousIsSpecial,
+                                       scratch: &scratch.spm, into: &output, starts: &starts)
                     }
                     previousIsSpecial = false
                 }
             }
         }
 
-        if addSpecial && addEOS, let eosID { output.append(eosID) }
-        return output
+        if addSpecial && addEOS, let eosID {
+            output.append(eosID)
+            starts.append(text.utf8.count)
+        }
+        return (output, starts)
     }
 
-    /// A stretch of text with no special token in it, or one special token.
+    /// A stretch of text with no special token in it, or one special token and where it starts.
     private enum Fragment {
         case text(Range<Int>)
-        case token(Int32)
+        case token(Int32, start: Int)
     }
 
     /// Cuts special tokens out of the text, as llama.cpp's tokenizer_st_partition does.
@@ -306,7 +324,7 @@ public final class Tokenizer: Sendable {
                 var start = range.lowerBound
                 while let match = special.firstMatch(in: bytes, from: start, to: range.upperBound) {
                     if match > start { next.append(.text(start..<match)) }
-                    next.append(.token(special.id))
+                    next.append(.token(special.id, start: match))
                     start = match + special.bytes.count
                 }
                 if start < range.upperBound { next.append(.text(start..<range.upperBound)) }
@@ -327,32 +345,36 @@ public final class Tokenizer: Sendable {
     }
 
     /// Pre-tokenizes one fragment of plain text and encodes each word.
-    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, preTokenizer: PreTokenizer, encoder: BytePairEncoder,
-                            scratch: inout EncodingScratch, into output: inout [Int32]) {
+    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, base: Int, preTokenizer: PreTokenizer,
+                            encoder: BytePairEncoder, scratch: inout EncodingScratch, into output: inout [Int32],
+                            starts: inout [Int]) {
         scratch.text.load(bytes)
         preTokenizer.split(scratch.text, ends: &scratch.ends, scratch: &scratch.spareEnds)
         var start = 0
         for end in scratch.ends {
             let byteRange = scratch.text.byteOffsets[start]..<scratch.text.byteOffsets[end]
-            encodeWord(UnsafeBufferPointer(rebasing: bytes[byteRange]), preTokenizer: preTokenizer, encoder: encoder,
-                       scratch: &scratch, into: &output)
+            encodeWord(UnsafeBufferPointer(rebasing: bytes[byteRange]), base: base + byteRange.lowerBound,
+                       preTokenizer: preTokenizer, encoder: encoder, scratch: &scratch, into: &output,
+                       starts: &starts)
             start = end
         }
     }
 
     /// Encodes one word: whole if the pre-tokenizer ignores merges and the word is a token, else by BPE.
     @inline(__always)
-    private func encodeWord(_ word: UnsafeBufferPointer<UInt8>, preTokenizer: PreTokenizer, encoder: BytePairEncoder,
-                            scratch: inout EncodingScratch, into output: inout [Int32]) {
+    private func encodeWord(_ word: UnsafeBufferPointer<UInt8>, base: Int, preTokenizer: PreTokenizer,
+                            encoder: BytePairEncoder, scratch: inout EncodingScratch, into output: inout [Int32],
+                            starts: inout [Int]) {
         if preTokenizer.ignoresMerges {
             scratch.encodedWord.removeAll(keepingCapacity: true)
             for byte in word { ByteLevel.appendEncoded(byte, to: &scratch.encodedWord) }
             if let id = index[bytes: scratch.encodedWord] {
                 output.append(id)
+                starts.append(base)
                 return
             }
         }
-        encoder.encode(word, scratch: &scratch.bpe, into: &output)
+        encoder.encode(word, base: base, scratch: &scratch.bpe, into: &output, starts: &starts)
     }
 
     // MARK: Decoding
