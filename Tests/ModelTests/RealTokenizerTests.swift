@@ -68,9 +68,16 @@ struct RealGoldenFile: Decodable, Sendable {
         }
     }
 
+    /// Tokens appended as user-defined tokens, and llama.cpp's ids on the extended vocabulary.
+    struct Added: Decodable, Sendable {
+        let tokens: [String]
+        let cases: [RealGoldenCase]
+    }
+
     let special: Special
     let cases: [RealGoldenCase]
     let pieces: [Piece]
+    let added: Added
 }
 
 enum RealVocabularies {
@@ -81,9 +88,9 @@ enum RealVocabularies {
     static func golden(_ name: String) -> RealGoldenFile? {
         guard let data = FileManager.default.contents(atPath: Repository.golden("tokens-\(name).json")),
               var file = try? JSONDecoder().decode(RealGoldenFile.self, from: data) else { return nil }
-        file = RealGoldenFile(special: file.special,
-                              cases: file.cases.map { var c = $0; c.vocabulary = name; return c },
-                              pieces: file.pieces)
+        let label = { (cases: [RealGoldenCase]) in cases.map { var c = $0; c.vocabulary = name; return c } }
+        file = RealGoldenFile(special: file.special, cases: label(file.cases), pieces: file.pieces,
+                              added: .init(tokens: file.added.tokens, cases: label(file.added.cases)))
         return file
     }
 
@@ -98,6 +105,15 @@ enum RealVocabularies {
                 let file = try GGUFFile(path: model.path)
                 return try Tokenizer(vocabulary: TokenizerVocabulary(metadata: file.metadata))
             }
+        }
+        return result
+    }()
+
+    /// Each vocabulary's tokenizer with its golden file's added tokens appended, built once.
+    static let extended: [String: Result<Tokenizer, any Error>] = {
+        var result: [String: Result<Tokenizer, any Error>] = [:]
+        for (name, golden) in [(gemma.0, goldenGemma), (qwen.0, goldenQwen)] {
+            result[name] = Result { try tokenizer(vocabulary: name).adding(tokens: golden?.added.tokens ?? []) }
         }
         return result
     }()
@@ -201,6 +217,40 @@ struct RealTokenizerTests {
             #expect(tokenizer.pieceBytes(piece.id) == hexBytes(piece.piece), "piece of \(piece.id)")
             #expect(tokenizer.pieceBytes(piece.id, renderSpecial: true) == hexBytes(piece.pieceSpecial),
                     "special piece of \(piece.id)")
+        }
+    }
+
+    @Test("tokens appended as user-defined are matched as llama.cpp matches them",
+          .requiresReal(.qwen05, .gemma270),
+          arguments: (RealVocabularies.goldenGemma?.added.cases ?? []) + (RealVocabularies.goldenQwen?.added.cases ?? []))
+    func addedTokens(_ golden: RealGoldenCase) throws {
+        let tokenizer = try RealVocabularies.extended[golden.vocabulary]!.get()
+        #expect(tokenizer.encode(golden.text, addSpecial: golden.addSpecial, parseSpecial: golden.parseSpecial)
+                == golden.ids)
+        #expect(utf8(tokenizer.decode(golden.ids, renderSpecial: golden.parseSpecial)) == utf8(golden.piecesJoined))
+    }
+
+    @Test("a text that is already one token is found in the vocabulary's own encoding, and cannot be added",
+          .requiresReal(.qwen05, .gemma270))
+    func existingTokens() throws {
+        let qwen = try RealVocabularies.tokenizer(.qwen05)
+        let gemma = try RealVocabularies.tokenizer(.gemma270)
+        let cases: [(Tokenizer, String, String)] = [
+            (qwen, " the", "Ġthe"), (qwen, "the", "the"), (qwen, "\n", "Ċ"), (qwen, "<|im_start|>", "<|im_start|>"),
+            (gemma, " the", "▁the"), (gemma, "the", "the"), (gemma, "\n", "\n"), (gemma, "<start_of_turn>", "<start_of_turn>"),
+            (gemma, "  ", "  "),
+        ]
+        for (tokenizer, text, stored) in cases {
+            let id = try #require(tokenizer.id(of: stored), "\(stored.debugDescription)")
+            #expect(tokenizer.existingToken(renderingAs: text) == id, "\(text.debugDescription)")
+            #expect(throws: TokenizerError.tokenAlreadyExists(text, id: id)) { try tokenizer.adding(tokens: [text]) }
+        }
+        let synthetic = try SyntheticSPMGolden.tokenizer("synthetic-1")
+        #expect(synthetic.existingToken(renderingAs: "\u{1}") == synthetic.id(of: "<0x01>"), "a byte token's text is its byte")
+        for tokenizer in [qwen, gemma] {
+            #expect(tokenizer.existingToken(renderingAs: "<sks>") == nil)
+            #expect(tokenizer.existingToken(renderingAs: "") == nil)
+            #expect(throws: TokenizerError.emptyToken) { try tokenizer.adding(tokens: [""]) }
         }
     }
 

@@ -346,6 +346,18 @@ struct TokenizerTests {
         #expect(throws: TokenizerError.emptyToken) { try tokenizer.adding(tokens: [""]) }
     }
 
+    @Test("a text that is one token in the byte-level encoding is found and cannot be added",
+          .requiresModel(TokenizerFixtures.referenceModel))
+    func existingReferenceTokenAsText() throws {
+        let tokenizer = try TokenizerFixtures.reference
+        let the = try #require(tokenizer.id(of: "Ġthe"))
+        #expect(tokenizer.id(of: " the") == nil, "the stored text is byte-mapped")
+        #expect(tokenizer.existingToken(renderingAs: " the") == the)
+        #expect(throws: TokenizerError.tokenAlreadyExists(" the", id: the)) { try tokenizer.adding(tokens: [" the"]) }
+        #expect(tokenizer.existingToken(renderingAs: " <x>") == nil)
+        #expect(tokenizer.existingToken(renderingAs: "Ġthe") == nil, "'Ġthe' as text is two bytes of 'Ġ' then 'the'")
+    }
+
     @Test("tokens are told apart byte for byte, not by Unicode canonical equivalence")
     func byteExactTokens() throws {
         let composed = "<caf\u{E9}>"

@@ -15,6 +15,10 @@ Writes Tests/Golden/tokens-<name>.json for each vocabulary:
     "end_of_generation": every id for which llama_vocab_is_eog is true.
   * "pieces": llama_token_to_piece(id, special=false/true) as hex bytes for a
     fixed sample of ids (every special id below 300, every 4099th id, the last id).
+  * "added": ADDED_TOKENS appended to the vocabulary as user-defined tokens (type
+    4, score 0), as textual inversion appends them, written with the file's other
+    tokenizer keys into a vocab-only GGUF (temporary, gguf-py) and tokenized by
+    llama.cpp on ADDED_STRINGS: {"tokens", "cases"}.
   * file fields: model file names and sha256, a hash of the tokenizer.ggml.* data
     (tokens, types, scores, merges), llama-cpp-python version, generator, date.
 
@@ -188,6 +192,48 @@ def synthetic_golden():
         json.dump(golden, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print(f"{out}: {sum(len(v['cases']) for v in variants)} cases")
+
+
+ADDED_TOKENS = ["<sks>", "my concept", " <x>"]
+ADDED_STRINGS = [
+    "a photo of <sks> on the beach", "<sks><sks>", "my concept is my concept", " my concept", "<sks>\n<sks>",
+    "a <x> and a<x>", "<start_of_turn>user\n<sks><end_of_turn>", "<sk s> my  concept",
+]
+
+
+def added_section(path, data):
+    """Cases on the file's vocabulary with ADDED_TOKENS appended as user-defined tokens."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "added.gguf")
+        w = gguf.GGUFWriter(out, "llama")
+        w.add_context_length(64)
+        w.add_embedding_length(8)
+        w.add_block_count(1)
+        w.add_feed_forward_length(8)
+        w.add_head_count(1)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_tokenizer_model(data["tokenizer.ggml.model"].decode())
+        if "tokenizer.ggml.pre" in data:
+            w.add_tokenizer_pre(data["tokenizer.ggml.pre"].decode())
+        w.add_token_list(data["tokenizer.ggml.tokens"] + [t.encode() for t in ADDED_TOKENS])
+        w.add_token_types(data["tokenizer.ggml.token_type"] + [4] * len(ADDED_TOKENS))
+        if "tokenizer.ggml.scores" in data:
+            w.add_token_scores(data["tokenizer.ggml.scores"] + [0.0] * len(ADDED_TOKENS))
+        if "tokenizer.ggml.merges" in data:
+            w.add_token_merges(data["tokenizer.ggml.merges"])
+        for key, add in [("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
+                         ("unknown_token_id", w.add_unk_token_id), ("padding_token_id", w.add_pad_token_id),
+                         ("add_bos_token", w.add_add_bos_token), ("add_eos_token", w.add_add_eos_token),
+                         ("add_space_prefix", w.add_add_space_prefix)]:
+            if "tokenizer.ggml." + key in data:
+                add(data["tokenizer.ggml." + key])
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        vocab = Vocab(out)
+        return {"tokens": ADDED_TOKENS, "cases": cases(vocab, ADDED_STRINGS)}
 
 
 def sha256(path):
@@ -379,6 +425,7 @@ def main():
             "special": special_section(vocab),
             "cases": cases(vocab),
             "pieces": pieces_section(vocab),
+            "added": added_section(paths[0], data),
         }
         # every other file's tokens agree with the first file's
         for p in paths[1:]:
