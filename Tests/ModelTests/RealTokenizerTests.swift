@@ -369,6 +369,20 @@ struct SyntheticSentencePieceTests {
         }
     }
 
+    @Test("scores must cover every token but user-defined ones appended after them")
+    func scoreCount() throws {
+        var vocabulary = try #require(SyntheticSPMGolden.file).variants[1].vocabulary.tokenizerVocabulary
+        vocabulary.tokens.append("<new>")
+        vocabulary.tokenTypes!.append(TokenType.userDefined.rawValue)
+        let extended = try Tokenizer(vocabulary: vocabulary)
+        #expect(extended.encode("a<new>") == [try #require(extended.id(of: "a")), Int32(vocabulary.tokens.count - 1)])
+        vocabulary.scores!.removeLast()  // now <|im_end|>, a control token, has no score
+        #expect(throws: TokenizerError.scoreCountMismatch(tokens: vocabulary.tokens.count,
+                                                          scores: vocabulary.tokens.count - 2)) {
+            try Tokenizer(vocabulary: vocabulary)
+        }
+    }
+
     @Test("equal scores merge leftmost first; a character without a token falls back to its bytes")
     func tiesAndFallback() throws {
         let tokenizer = try SyntheticSPMGolden.tokenizer("synthetic-1")  // no space prefix

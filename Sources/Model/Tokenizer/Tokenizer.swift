@@ -87,7 +87,10 @@ public final class Tokenizer: Sendable {
         if let types = vocabulary.tokenTypes, types.count < count {
             throw .tokenTypeCountMismatch(tokens: count, tokenTypes: types.count)
         }
-        if let scores = vocabulary.scores, scores.count < count {
+        // scores may stop short only before user-defined tokens appended after them (textual inversion's new tokens,
+        // which are cut out of text before SentencePiece and so never merge): those score 0
+        if let scores = vocabulary.scores, scores.count < count,
+           !(scores.count..<count).allSatisfy({ vocabulary.tokenTypes?[$0] == TokenType.userDefined.rawValue }) {
             throw .scoreCountMismatch(tokens: count, scores: scores.count)
         }
 
@@ -121,7 +124,8 @@ public final class Tokenizer: Sendable {
         }
 
         if sentencePiece {
-            let scores = vocabulary.scores.map { Array($0.prefix(count)) } ?? [Float](repeating: 0, count: count)
+            var scores = vocabulary.scores.map { Array($0.prefix(count)) } ?? [Float](repeating: 0, count: count)
+            scores += [Float](repeating: 0, count: count - scores.count)
             kind = .sentencePiece(SentencePieceEncoder(index: index, scores: scores, unknownID: unknownID),
                                   addSpacePrefix: vocabulary.addSpacePrefix)
         } else {
