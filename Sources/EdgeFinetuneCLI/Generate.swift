@@ -28,7 +28,7 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "Seed of the sampler; the same seed gives the same text.")
     var seed: UInt64 = 0
 
-    @Flag(name: .long, help: "Wrap the prompt in the model's chat format (ChatML for SmolLM2).")
+    @Flag(name: .long, help: "Wrap the prompt in the model's chat format (ChatML, Gemma or Llama 3, from its template).")
     var chat = false
 
     @Option(name: .long, help: "System message for --chat (default: the template's own).")
@@ -54,7 +54,9 @@ struct Generate: ParsableCommand {
         let tokenizer = applied?.tokenizer ?? m.tokenizer
         var text = prompt
         if chat {
-            text = try ChatTemplate(template: m.file.metadata.string("tokenizer.chat_template")).prompt(user: prompt, system: system)
+            let template = try ChatTemplate(template: m.file.metadata.string("tokenizer.chat_template"),
+                                            hasToken: { tokenizer.id(of: $0) != nil })
+            text = template.prompt(user: prompt, system: system)
         }
         let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: chat)
         guard ids.count + maxTokens <= m.config.contextLength else {

@@ -38,8 +38,14 @@ public final class NewTokenRows {
         // with them (one tokenizer in memory), or they are added here.
         let vocab = model.config.vocabSize
         for t in tokens {
-            if let id = model.tokenizer.id(of: t), Int(id) < vocab {
-                throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)); choose a new string such as \"<my-concept>\"")
+            if t.isEmpty {
+                throw .newToken("--new-token \"\" is empty; a new token needs at least one character, such as \"<my-concept>\"")
+            }
+            // compared in the vocabulary's own encoding: " the" is the existing "Ġthe" (BPE) or "▁the" (SentencePiece)
+            if let id = model.tokenizer.id(of: t) ?? model.tokenizer.existingToken(renderingAs: t), Int(id) < vocab {
+                let stored = model.tokenizer.text(of: id)
+                let storedNote = stored == t ? "" : ", stored as \"\(stored)\""
+                throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)\(storedNote)); choose a new string such as \"<my-concept>\"")
             }
         }
         if model.tokenizer.count == vocab + tokens.count,

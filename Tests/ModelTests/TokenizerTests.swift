@@ -346,6 +346,18 @@ struct TokenizerTests {
         #expect(throws: TokenizerError.emptyToken) { try tokenizer.adding(tokens: [""]) }
     }
 
+    @Test("a text that is one token in the byte-level encoding is found and cannot be added",
+          .requiresModel(TokenizerFixtures.referenceModel))
+    func existingReferenceTokenAsText() throws {
+        let tokenizer = try TokenizerFixtures.reference
+        let the = try #require(tokenizer.id(of: "Ġthe"))
+        #expect(tokenizer.id(of: " the") == nil, "the stored text is byte-mapped")
+        #expect(tokenizer.existingToken(renderingAs: " the") == the)
+        #expect(throws: TokenizerError.tokenAlreadyExists(" the", id: the)) { try tokenizer.adding(tokens: [" the"]) }
+        #expect(tokenizer.existingToken(renderingAs: " <x>") == nil)
+        #expect(tokenizer.existingToken(renderingAs: "Ġthe") == nil, "'Ġthe' as text is two bytes of 'Ġ' then 'the'")
+    }
+
     @Test("tokens are told apart byte for byte, not by Unicode canonical equivalence")
     func byteExactTokens() throws {
         let composed = "<caf\u{E9}>"
@@ -370,14 +382,13 @@ struct TokenizerTests {
 
     // MARK: Errors
 
-    @Test("an unsupported model is refused by name")
+    @Test("an unsupported model is refused by name, listing the supported ones")
     func unsupportedModel() {
         var vocabulary = TokenizerFixtures.synthetic(pre: "gpt-2")
-        vocabulary.model = "llama"
-        #expect(throws: TokenizerError.unsupportedModel("llama")) { try Tokenizer(vocabulary: vocabulary) }
-        let message = TokenizerError.unsupportedModel("llama").description
-        #expect(message.contains("'llama'") && message.contains("SentencePiece"))
-        #expect(TokenizerError.unsupportedModel("bert").description.contains("'bert'"))
+        vocabulary.model = "bert"
+        #expect(throws: TokenizerError.unsupportedModel("bert")) { try Tokenizer(vocabulary: vocabulary) }
+        let message = TokenizerError.unsupportedModel("bert").description
+        #expect(message.contains("'bert'") && message.contains("'gpt2'") && message.contains("SentencePiece"))
     }
 
     @Test("an unsupported pre-tokenizer is refused by name, listing the supported ones",

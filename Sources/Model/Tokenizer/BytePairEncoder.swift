@@ -87,11 +87,13 @@ struct BytePairEncoder: Sendable {
     /// emits nothing. The table keeps that rule literal.
     let fallbackTokenIDs: [Int32]
 
-    /// Appends the tokens of one word (its raw UTF-8 bytes) to `output`.
+    /// Appends the tokens of one word (its raw UTF-8 bytes) to `output`, and where each starts (`base` plus its
+    /// offset in the word) to `starts`.
     ///
     /// Every byte starts as a symbol: the byte-mapped word's characters are its bytes one to one. The lowest-ranked
     /// adjacent pair merges first, ties to the leftmost; a queued pair whose symbols changed since is skipped.
-    func encode(_ word: UnsafeBufferPointer<UInt8>, scratch: inout BPEScratch, into output: inout [Int32]) {
+    func encode(_ word: UnsafeBufferPointer<UInt8>, base: Int, scratch: inout BPEScratch, into output: inout [Int32],
+                starts: inout [Int]) {
         // one symbol per byte, linked in order
         scratch.symbols.removeAll(keepingCapacity: true)
         scratch.heap.removeAll(keepingCapacity: true)
@@ -132,10 +134,14 @@ struct BytePairEncoder: Sendable {
         for symbol in scratch.symbols where symbol.length > 0 {
             if symbol.id >= 0 {
                 output.append(symbol.id)
+                starts.append(base + Int(symbol.start))
             } else {
                 for offset in symbol.start..<(symbol.start + symbol.length) {
                     let fallback = fallbackTokenIDs[Int(word[Int(offset)])]
-                    if fallback >= 0 { output.append(fallback) }
+                    if fallback >= 0 {
+                        output.append(fallback)
+                        starts.append(base + Int(offset))
+                    }
                 }
             }
         }
