@@ -16,6 +16,10 @@
 //   is applied here: decode(encode(s)) gives s back.
 // - SentencePiece byte fallback: a byte with neither a `<0xXX>` nor a one-byte token makes llama.cpp throw; here it
 //   becomes the unknown token, or nothing without one.
+// - SentencePiece resegmentation: llama.cpp splits a final symbol that is not a token back into the pair that made it
+//   (rev_merge). A merged symbol is always a token, and a one-character symbol never a merge, so for valid UTF-8 (all
+//   a Swift String can hold) that path never runs; here an unmerged symbol goes straight to byte fallback.
+// - llama.cpp also marks control tokens whose text contains "unused" as unused; that changes only its logging.
 
 /// Turns text into token ids and back exactly as llama.cpp does for a byte-level BPE ("gpt2") or SentencePiece
 /// ("llama") vocabulary.
