@@ -64,6 +64,9 @@ struct TokenIndex: Sendable {
     /// The id of the token with exactly these UTF-8 bytes, or nil.
     subscript(bytes key: [UInt8]) -> Int32? { key.withUnsafeBufferPointer { lookup($0) } }
 
+    /// The id of the token with exactly these bytes, or nil; for hot loops that already hold a buffer.
+    subscript(buffer key: UnsafeBufferPointer<UInt8>) -> Int32? { lookup(key) }
+
     /// The id of the token with exactly this text (byte for byte), or nil.
     subscript(text text: String) -> Int32? {
         var t = text

@@ -1,5 +1,5 @@
-// Byte-level BPE tokenizer; reference: llama.cpp's llama_vocab (llama-vocab.cpp): load, tokenize,
-// tokenizer_st_partition, llm_tokenizer_bpe_session and token_to_piece.
+// Byte-level BPE and SentencePiece tokenizers; reference: llama.cpp's llama_vocab (llama-vocab.cpp): load, tokenize,
+// tokenizer_st_partition, llm_tokenizer_bpe_session, llm_tokenizer_spm_session and token_to_piece.
 //
 // Where this differs from llama.cpp, knowingly:
 // - Refused here, accepted there: merges whose halves or concatenation are not tokens, and merges without a space
@@ -10,24 +10,40 @@
 //   and none when the GGUF names the id; here every candidate present is. Vocabularies hold one per kind in practice.
 // - Special tokens of equal length: llama.cpp's order among them is unspecified (std::sort); here it is by id. It
 //   matters only if two such tokens overlap in the text.
-// - decode joins token pieces as llama-cpp-python's detokenize does; llama_detokenize's clean-up of spaces before
-//   punctuation (off for smollm, on for gpt-2, starcoder, llama3, default) is not applied.
+// - decode joins token pieces as llama_token_to_piece renders them. llama-cpp-python's detokenize also drops one
+//   leading space after BOS (for Llama 1's space prefix); llama_detokenize drops it when add_space_prefix is set and
+//   cleans up spaces before punctuation (off for smollm and qwen2, on for gpt-2, starcoder, llama3, default). Neither
+//   is applied here: decode(encode(s)) gives s back.
+// - SentencePiece byte fallback: a byte with neither a `<0xXX>` nor a one-byte token makes llama.cpp throw; here it
+//   becomes the unknown token, or nothing without one.
 
-/// Turns text into token ids and back exactly as llama.cpp does for a byte-level BPE ("gpt2") vocabulary.
+/// Turns text into token ids and back exactly as llama.cpp does for a byte-level BPE ("gpt2") or SentencePiece
+/// ("llama") vocabulary.
 ///
 /// Encoding runs in four steps, as in llama.cpp's `llama_vocab::impl::tokenize`:
 /// 1. special tokens found literally in the text are cut out as single tokens (`partition`);
-/// 2. each remaining stretch of text is split into words by the pre-tokenizer (`PreTokenizer`);
-/// 3. each word's bytes are merged by BPE rank into tokens (`BytePairEncoder`);
-/// 4. BOS and EOS are added when asked and the vocabulary says so.
+/// 2. BPE: each remaining stretch of text is split into words by the pre-tokenizer (`PreTokenizer`) and each word's
+///    bytes are merged by BPE rank into tokens (`BytePairEncoder`). SentencePiece: each stretch has its spaces written
+///    as '▁' (after a space prefix when the vocabulary asks for one and the stretch starts the text or follows a special
+///    token) and its characters are merged by token score (`SentencePieceEncoder`);
+/// 3. BOS and EOS are added when asked and the vocabulary says so.
 public final class Tokenizer: Sendable {
+    /// The tokenizer family, with what it needs beyond the shared tables.
+    enum Kind: Sendable {
+        /// Byte-level BPE ("gpt2"): a pre-tokenizer and merge ranks.
+        case bytePair(PreTokenizer, BytePairEncoder)
+        /// SentencePiece ("llama"): token scores; whether a space goes before text that starts a fragment run.
+        case sentencePiece(SentencePieceEncoder, addSpacePrefix: Bool)
+    }
+
     /// The data this tokenizer was built from.
     public let vocabulary: TokenizerVocabulary
-    /// Beginning-of-sequence id: the GGUF key if in range, else llama.cpp's BPE default 11 if in range, else nil.
+    /// Beginning-of-sequence id: the GGUF key if in range, else llama.cpp's default if in range (11 for BPE, 1 for
+    /// SentencePiece), else nil.
     public let bosID: Int32?
-    /// End-of-sequence id, resolved as `bosID` is.
+    /// End-of-sequence id, resolved as `bosID` is (defaults 11 for BPE, 2 for SentencePiece).
     public let eosID: Int32?
-    /// Unknown-token id, if the GGUF gives one in range.
+    /// Unknown-token id, resolved as `bosID` is (no default for BPE, 0 for SentencePiece).
     public let unknownID: Int32?
     /// Padding id, if the GGUF gives one in range.
     public let paddingID: Int32?
@@ -35,7 +51,8 @@ public final class Tokenizer: Sendable {
     public let addBOS: Bool
     /// Whether `encode(addSpecial: true)` appends EOS.
     public let addEOS: Bool
-    /// Tokens that end generation, found as llama.cpp finds them (EOS and end-of-turn texts such as `<|im_end|>`).
+    /// Tokens that end generation, found as llama.cpp finds them: EOS, the GGUF's end-of-turn and end-of-message ids,
+    /// and texts such as `<|im_end|>` and `<end_of_turn>` (llama_vocab_is_eog).
     public let endOfGenerationIDs: Set<Int32>
 
     /// Token texts by id; an empty text becomes "[EMPTY_<id>]" as in llama.cpp: (count).
@@ -46,10 +63,8 @@ public final class Tokenizer: Sendable {
     private let types: [TokenType]
     /// Effective attributes, after llama.cpp's overrides by text: (count).
     private let attributes: [TokenAttributes]
-    /// How text is split into words.
-    private let preTokenizer: PreTokenizer
-    /// BPE over one word.
-    private let encoder: BytePairEncoder
+    /// The family and its encoder.
+    private let kind: Kind
     /// Tokens cut out of text before BPE, longest first.
     private let specialTokens: [SpecialToken]
     /// Every token's rendered bytes, concatenated; token i is `pieces[pieceOffsets[i]..<pieceOffsets[i + 1]]`.
@@ -62,11 +77,18 @@ public final class Tokenizer: Sendable {
 
     /// Builds the tokenizer, validating the vocabulary; fails on what llama.cpp would refuse or we do not implement.
     public init(vocabulary: TokenizerVocabulary) throws(TokenizerError) {
-        guard vocabulary.model == "gpt2" else { throw .unsupportedModel(vocabulary.model) }
-        let preTokenizer = try PreTokenizer(named: vocabulary.pre)
+        let sentencePiece: Bool
+        switch vocabulary.model {
+        case "gpt2": sentencePiece = false
+        case "llama": sentencePiece = true
+        default: throw .unsupportedModel(vocabulary.model)
+        }
         let count = vocabulary.tokens.count
         if let types = vocabulary.tokenTypes, types.count < count {
             throw .tokenTypeCountMismatch(tokens: count, tokenTypes: types.count)
+        }
+        if let scores = vocabulary.scores, scores.count < count {
+            throw .scoreCountMismatch(tokens: count, scores: scores.count)
         }
 
         // texts and the reverse map; llama.cpp renames empty texts and aborts on duplicates
@@ -79,32 +101,55 @@ public final class Tokenizer: Sendable {
             }
         }
 
-        // special ids: llama.cpp keeps a key only if in range, else its default (11 for BPE BOS/EOS) if in range
+        // special ids: llama.cpp keeps a key only if in range, else its family's default if in range
         let inRange: (Int32?) -> Int32? = { id in id.flatMap { $0 >= 0 && Int($0) < count ? $0 : nil } }
-        let bosID = inRange(vocabulary.bosID) ?? inRange(11)
-        let eosID = inRange(vocabulary.eosID) ?? inRange(11)
+        let bosID = inRange(vocabulary.bosID) ?? inRange(sentencePiece ? 1 : 11)
+        let eosID = inRange(vocabulary.eosID) ?? inRange(sentencePiece ? 2 : 11)
+        let unknownID = inRange(vocabulary.unknownID) ?? (sentencePiece ? inRange(0) : nil)
 
         // types and attributes, with llama.cpp's overrides by text
-        let types = (0..<count).map { TokenType(rawValue: vocabulary.tokenTypes?[$0] ?? TokenType.normal.rawValue) }
+        let types: [TokenType]
+        if let rawTypes = vocabulary.tokenTypes {
+            types = rawTypes.withUnsafeBufferPointer { raw in (0..<count).map { TokenType(rawValue: raw[$0]) } }
+        } else {
+            types = [TokenType](repeating: .normal, count: count)
+        }
         var attributes = types.map(TokenAttributes.init)
-        let endOfGeneration = Self.applyAttributeOverrides(&attributes, index: index, eosID: eosID)
+        var endOfGeneration = Self.applyAttributeOverrides(&attributes, index: index, eosID: eosID)
+        for id in [vocabulary.endOfTurnID, vocabulary.endOfMessageID].compactMap(inRange) {
+            endOfGeneration.insert(id)
+        }
+
+        if sentencePiece {
+            let scores = vocabulary.scores.map { Array($0.prefix(count)) } ?? [Float](repeating: 0, count: count)
+            kind = .sentencePiece(SentencePieceEncoder(index: index, scores: scores, unknownID: unknownID),
+                                  addSpacePrefix: vocabulary.addSpacePrefix)
+        } else {
+            kind = .bytePair(try PreTokenizer(named: vocabulary.pre),
+                             try BytePairEncoder(merges: vocabulary.merges, index: index))
+        }
 
         self.vocabulary = vocabulary
         self.texts = texts
         self.index = index
         self.types = types
         self.attributes = attributes
-        self.preTokenizer = preTokenizer
         self.bosID = bosID
         self.eosID = eosID
-        self.unknownID = inRange(vocabulary.unknownID)
+        self.unknownID = unknownID
         self.paddingID = inRange(vocabulary.paddingID)
         self.addBOS = vocabulary.addBOS
         self.addEOS = vocabulary.addEOS
         self.endOfGenerationIDs = endOfGeneration
-        self.encoder = try BytePairEncoder(merges: vocabulary.merges, index: index)
         self.specialTokens = SpecialToken.cache(texts: texts, attributes: attributes)
-        (self.pieces, self.pieceOffsets) = Self.renderPieces(texts: texts, attributes: attributes)
+        (self.pieces, self.pieceOffsets) = Self.renderPieces(texts: texts, attributes: attributes,
+                                                             sentencePiece: sentencePiece)
+    }
+
+    /// Whether this is a SentencePiece ("llama") vocabulary, whose texts write spaces as '▁'.
+    public var isSentencePiece: Bool {
+        if case .sentencePiece = kind { return true }
+        return false
     }
 
     // MARK: Vocabulary
@@ -114,7 +159,7 @@ public final class Tokenizer: Sendable {
         index[text: token]
     }
 
-    /// A token's text as stored in the vocabulary (byte-mapped for normal tokens: ' ' appears as 'Ġ').
+    /// A token's text as stored in the vocabulary (normal tokens: ' ' appears as 'Ġ' for BPE, as '▁' for SentencePiece).
     public func text(of id: Int32) -> String {
         texts[checked(id)]
     }
@@ -134,14 +179,46 @@ public final class Tokenizer: Sendable {
         endOfGenerationIDs.contains(id)
     }
 
+    /// The token that is exactly `text`, written in the vocabulary's own encoding, or nil.
+    ///
+    /// A token is `text` when it renders as `text`'s bytes (llama.cpp's `token_to_piece` with special tokens shown):
+    /// a normal token through the vocabulary's encoding (" the" is "Ġthe" in a byte-level BPE vocabulary, "▁the" in
+    /// SentencePiece), a control, user-defined or unknown token as its raw text, a byte token `<0xXX>` as its byte.
+    /// This is the question "would adding `text` as a new token duplicate one?", which `id(of:)` cannot answer: it
+    /// compares with the stored texts.
+    public func existingToken(renderingAs text: String) -> Int32? {
+        let target = Array(text.utf8)
+        guard !target.isEmpty else { return nil }
+        var candidates: [Int32?] = [index[bytes: target]]
+        switch kind {
+        case .bytePair:
+            var encoded: [UInt8] = []
+            for byte in target { ByteLevel.appendEncoded(byte, to: &encoded) }
+            candidates.append(index[bytes: encoded])
+        case .sentencePiece(let encoder, _):
+            var escaped: [UInt8] = []
+            for byte in target {
+                if byte == 0x20 { escaped += SentencePieceEncoder.spaceMarker } else { escaped.append(byte) }
+            }
+            candidates.append(index[bytes: escaped])
+            if target.count == 1, encoder.byteTokenIDs[Int(target[0])] >= 0 {
+                candidates.append(encoder.byteTokenIDs[Int(target[0])])
+            }
+        }
+        return candidates.compactMap { $0 }.first { pieceBytes($0, renderSpecial: true) == target }
+    }
+
     /// A new tokenizer with `tokens` appended as user-defined tokens (llama.cpp type 4), for textual inversion.
     ///
-    /// User-defined tokens are cut out of any text before BPE, even without `parseSpecial`, and decode as themselves.
+    /// User-defined tokens are cut out of any text before BPE or SentencePiece, even without `parseSpecial`, and decode
+    /// as themselves. A token that is already one token of the vocabulary, stored or rendered (see
+    /// `existingToken(renderingAs:)`), is refused.
     public func adding(tokens newTokens: [String]) throws(TokenizerError) -> Tokenizer {
         var added = TokenIndex(capacity: newTokens.count)
         for (offset, token) in newTokens.enumerated() {
             if token.isEmpty { throw .emptyToken }
-            if let id = index[text: token] ?? added.insert(token, id: Int32(count + offset)) {
+            if let id = index[text: token] ?? existingToken(renderingAs: token)
+                ?? added.insert(token, id: Int32(count + offset)) {
                 throw .tokenAlreadyExists(token, id: id)
             }
         }
@@ -149,6 +226,7 @@ public final class Tokenizer: Sendable {
         let oldTypes = vocabulary.tokenTypes.map { Array($0.prefix(count)) }
             ?? [Int32](repeating: TokenType.normal.rawValue, count: count)
         extended.tokenTypes = oldTypes + [Int32](repeating: TokenType.userDefined.rawValue, count: newTokens.count)
+        extended.scores = vocabulary.scores.map { Array($0.prefix(count)) + [Float](repeating: 0, count: newTokens.count) }
         extended.tokens += newTokens
         return try Tokenizer(vocabulary: extended)
     }
@@ -180,12 +258,23 @@ public final class Tokenizer: Sendable {
         var text = text
         text.withUTF8 { bytes in
             var scratch = EncodingScratch()
+            var previousIsSpecial = true  // SentencePiece's space prefix goes before text that starts the input
             for fragment in partition(bytes, parseSpecial: parseSpecial) {
                 switch fragment {
                 case .token(let id):
                     output.append(id)
+                    previousIsSpecial = true
                 case .text(let range):
-                    encodeText(UnsafeBufferPointer(rebasing: bytes[range]), scratch: &scratch, into: &output)
+                    let fragmentBytes = UnsafeBufferPointer(rebasing: bytes[range])
+                    switch kind {
+                    case .bytePair(let preTokenizer, let encoder):
+                        encodeText(fragmentBytes, preTokenizer: preTokenizer, encoder: encoder, scratch: &scratch,
+                                   into: &output)
+                    case .sentencePiece(let encoder, let addSpacePrefix):
+                        encoder.encode(fragmentBytes, spacePrefix: addSpacePrefix && previousIsSpecial,
+                                       scratch: &scratch.spm, into: &output)
+                    }
+                    previousIsSpecial = false
                 }
             }
         }
@@ -234,25 +323,27 @@ public final class Tokenizer: Sendable {
         var spareEnds: [Int] = []
         var bpe = BPEScratch()
         var encodedWord: [UInt8] = []
+        var spm = SPMScratch()
     }
 
     /// Pre-tokenizes one fragment of plain text and encodes each word.
-    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, scratch: inout EncodingScratch,
-                            into output: inout [Int32]) {
+    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, preTokenizer: PreTokenizer, encoder: BytePairEncoder,
+                            scratch: inout EncodingScratch, into output: inout [Int32]) {
         scratch.text.load(bytes)
         preTokenizer.split(scratch.text, ends: &scratch.ends, scratch: &scratch.spareEnds)
         var start = 0
         for end in scratch.ends {
             let byteRange = scratch.text.byteOffsets[start]..<scratch.text.byteOffsets[end]
-            encodeWord(UnsafeBufferPointer(rebasing: bytes[byteRange]), scratch: &scratch, into: &output)
+            encodeWord(UnsafeBufferPointer(rebasing: bytes[byteRange]), preTokenizer: preTokenizer, encoder: encoder,
+                       scratch: &scratch, into: &output)
             start = end
         }
     }
 
     /// Encodes one word: whole if the pre-tokenizer ignores merges and the word is a token, else by BPE.
     @inline(__always)
-    private func encodeWord(_ word: UnsafeBufferPointer<UInt8>, scratch: inout EncodingScratch,
-                            into output: inout [Int32]) {
+    private func encodeWord(_ word: UnsafeBufferPointer<UInt8>, preTokenizer: PreTokenizer, encoder: BytePairEncoder,
+                            scratch: inout EncodingScratch, into output: inout [Int32]) {
         if preTokenizer.ignoresMerges {
             scratch.encodedWord.removeAll(keepingCapacity: true)
             for byte in word { ByteLevel.appendEncoded(byte, to: &scratch.encodedWord) }
@@ -362,18 +453,23 @@ extension Tokenizer {
         return endOfGeneration
     }
 
-    /// Every token's bytes as llama.cpp's token_to_piece(special: true) renders them for a BPE vocabulary.
+    /// Every token's bytes as llama.cpp's token_to_piece(special: true) renders them.
     ///
     /// Control, unknown and user-defined tokens render as their text; normal tokens map each character back to its
-    /// byte (a character outside GPT-2's byte map renders as "[UNK_BYTE_0x<hex><text>]", llama_decode_text's marker);
-    /// byte tokens `<0xXX>` render as that byte; anything else (unused, undefined) renders as nothing.
-    static func renderPieces(texts: [String], attributes: [TokenAttributes]) -> (pieces: [UInt8], offsets: [Int]) {
+    /// byte for BPE (a character outside GPT-2's byte map renders as "[UNK_BYTE_0x<hex><text>]", llama_decode_text's
+    /// marker) and turn '▁' into ' ' for SentencePiece; byte tokens `<0xXX>` render as that byte; anything else
+    /// (unused, undefined) renders as nothing.
+    static func renderPieces(texts: [String], attributes: [TokenAttributes],
+                             sentencePiece: Bool) -> (pieces: [UInt8], offsets: [Int]) {
         var pieces: [UInt8] = []
         var offsets: [Int] = [0]
         offsets.reserveCapacity(texts.count + 1)
+        pieces.reserveCapacity(texts.count * 8)
         for (text, attribute) in zip(texts, attributes) {
             if !attribute.isDisjoint(with: [.control, .unknown, .userDefined]) {
                 pieces.append(contentsOf: text.utf8)
+            } else if attribute.contains(.normal) && sentencePiece {
+                appendUnescaped(text, to: &pieces)
             } else if attribute.contains(.normal) {
                 for scalar in text.unicodeScalars {
                     if let byte = ByteLevel.byte(for: scalar.value) {
@@ -389,6 +485,23 @@ extension Tokenizer {
             offsets.append(pieces.count)
         }
         return (pieces, offsets)
+    }
+
+    /// Appends a SentencePiece text with every '▁' (E2 96 81) written as a space.
+    private static func appendUnescaped(_ text: String, to pieces: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes in
+            var i = 0
+            while i < bytes.count {
+                if bytes[i] == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x96 && bytes[i + 2] == 0x81 {
+                    pieces.append(0x20)
+                    i += 3
+                } else {
+                    pieces.append(bytes[i])
+                    i += 1
+                }
+            }
+        }
     }
 
     /// The byte of a `<0xXX>` token: up to two hex digits at offset 3, as llama.cpp's strtol reads them (else 0).

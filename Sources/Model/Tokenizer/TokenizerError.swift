@@ -14,6 +14,8 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
     case duplicateToken(String, firstID: Int32, secondID: Int32)
     /// `tokenizer.ggml.token_type` is shorter than `tokenizer.ggml.tokens`.
     case tokenTypeCountMismatch(tokens: Int, tokenTypes: Int)
+    /// `tokenizer.ggml.scores` is shorter than `tokenizer.ggml.tokens`.
+    case scoreCountMismatch(tokens: Int, scores: Int)
     /// `adding(tokens:)` was given a token the vocabulary already has.
     case tokenAlreadyExists(String, id: Int32)
     /// `adding(tokens:)` was given an empty string.
@@ -21,11 +23,9 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .unsupportedModel(let model) where model == "llama":
-            return "tokenizer model 'llama' (SentencePiece) is not supported yet; only byte-level BPE ('gpt2') is. "
-                + "Use a model with a BPE vocabulary."
         case .unsupportedModel(let model):
-            return "tokenizer model '\(model)' is not supported; only byte-level BPE ('gpt2') is."
+            return "tokenizer model '\(model)' is not supported; supported: 'gpt2' (byte-level BPE) "
+                + "and 'llama' (SentencePiece)."
         case .unsupportedPreTokenizer(let name, let supported):
             return "pre-tokenizer '\(name)' is not supported; supported: \(supported.joined(separator: ", ")) "
                 + "(or none, for llama.cpp's 'default')."
@@ -39,6 +39,8 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible {
                 + "llama.cpp refuses such a vocabulary too."
         case .tokenTypeCountMismatch(let tokens, let types):
             return "\(types) token types for \(tokens) tokens; tokenizer.ggml.token_type must have one entry per token."
+        case .scoreCountMismatch(let tokens, let scores):
+            return "\(scores) token scores for \(tokens) tokens; tokenizer.ggml.scores must have one entry per token."
         case .tokenAlreadyExists(let token, let id):
             return "token '\(token)' already exists as id \(id); choose a new placeholder text."
         case .emptyToken:
