@@ -73,6 +73,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// (vocab, dim); the token embedding itself when the model ties them.
     public let output: MatrixTensor
     public let outputIsTied: Bool
+    /// Rows of the embedding past the file's vocabulary (padding): valid ids that no text
+    /// produces and generation never samples.
+    public let paddingRows: Range<Int>
     /// (dim)
     public let outputNorm: FloatBuffer
     public let layers: [LayerTensors]
@@ -106,16 +109,33 @@ public final class LlamaModel: @unchecked Sendable {
         }
         let config = try arch.config(Hyperparameters(metadata: m, architecture: archName), vocabSize: embd.shape[1])
         self.config = config
+        // The tokenizer. An embedding padded beyond the vocabulary (rows without a token)
+        // gets placeholder tokens of type `unused` for its extra rows, so that ids and rows
+        // agree everywhere: generation never samples them (`paddingRows`), and tokens added
+        // for textual inversion are numbered after the embedding's last row.
         do {
             var vocabulary = try TokenizerVocabulary(metadata: m)
-            if !addedTokens.isEmpty {
-                let base = vocabulary.tokens.count
-                for t in addedTokens where vocabulary.tokens.contains(t) {
-                    throw ModelError.tokenizer(.tokenAlreadyExists(t, id: Int32(vocabulary.tokens.firstIndex(of: t)!)))
-                }
-                vocabulary.tokenTypes = (vocabulary.tokenTypes ?? [Int32](repeating: 1, count: base)).prefix(base)
+            let fileTokens = vocabulary.tokens.count
+            guard fileTokens <= config.vocabSize else {
+                throw ModelError.invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(fileTokens) tokens",
+                                                       why: "more than the \(config.vocabSize) rows of token_embd.weight")
+            }
+            paddingRows = fileTokens..<config.vocabSize
+            for t in addedTokens where vocabulary.tokens.contains(t) {
+                throw ModelError.tokenizer(.tokenAlreadyExists(t, id: Int32(vocabulary.tokens.firstIndex(of: t)!)))
+            }
+            let padding = paddingRows.map { "[PAD\($0)]" }
+            for t in padding where vocabulary.tokens.contains(t) {
+                throw ModelError.unsupportedFeature("the vocabulary has a token '\(t)' past its own end; cannot pad the vocabulary to the embedding's \(config.vocabSize) rows")
+            }
+            if !padding.isEmpty || !addedTokens.isEmpty {
+                vocabulary.tokenTypes = (vocabulary.tokenTypes ?? [Int32](repeating: 1, count: fileTokens)).prefix(fileTokens)
+                    + [Int32](repeating: TokenType.unused.rawValue, count: padding.count)
                     + [Int32](repeating: TokenType.userDefined.rawValue, count: addedTokens.count)
-                vocabulary.tokens += addedTokens
+                vocabulary.scores = vocabulary.scores.map {
+                    Array($0.prefix(fileTokens)) + [Float](repeating: 0, count: padding.count + addedTokens.count)
+                }
+                vocabulary.tokens += padding + addedTokens
             }
             tokenizer = try Tokenizer(vocabulary: vocabulary)
         } catch let e as TokenizerError {
@@ -124,10 +144,6 @@ public final class LlamaModel: @unchecked Sendable {
             throw e
         } catch {
             throw .unsupportedFeature("\(error)")
-        }
-        guard tokenizer.count - addedTokens.count <= config.vocabSize else {
-            throw .invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(tokenizer.count) tokens",
-                                         why: "more than the \(config.vocabSize) rows of token_embd.weight")
         }
 
         func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> MatrixTensor {
@@ -148,6 +164,9 @@ public final class LlamaModel: @unchecked Sendable {
             defer { bytes.deallocate() }
             let source = file.read(t, into: bytes) ? UnsafeRawPointer(bytes) : file.bytes(of: t).baseAddress!
             dequantizeRowGeneric(t.type, source, count: n, into: out.pointer)
+            if let i = (0..<n).first(where: { !out[$0].isFinite }) {
+                throw .nonFiniteWeight(tensor: name, position: "element \(i)", value: out[i])
+            }
             return out
         }
 
@@ -191,6 +210,11 @@ public final class LlamaModel: @unchecked Sendable {
                 vectors: vectors))
         }
         self.layers = layers
+
+        // Scales of every block format, and every value of float matrices, must be finite.
+        for t in [tokenEmbedding] + (outputIsTied ? [] : [output]) + layers.flatMap(\.matrices) {
+            try WeightScan.checkFinite(t.info, in: file)
+        }
     }
 
     /// A matrix as the kernels take it, reading the mapped file (or `data` when given).

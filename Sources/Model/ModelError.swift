@@ -9,8 +9,8 @@ public enum ModelError: Error, CustomStringConvertible {
     case missingKey(String)
     /// A key is there with a value of another type.
     case keyType(key: String, expected: String, found: String)
-    /// A weight that can only make NaN: its index and value.
-    case nonFiniteWeight(tensor: String, index: Int, value: Float)
+    /// A weight that can only make NaN: where in the tensor ("element 3", "the scale of block 7") and its value.
+    case nonFiniteWeight(tensor: String, position: String, value: Float)
     case invalidHyperparameter(key: String, value: String, why: String)
     case missingTensor(String)
     case tensorShape(name: String, expected: [Int], found: [Int])
@@ -31,8 +31,8 @@ public enum ModelError: Error, CustomStringConvertible {
         case .missingKey(let k): return "the model's metadata has no '\(k)'"
         case .keyType(let k, let expected, let found):
             return "'\(k)' has a value of type \(found), expected \(expected)"
-        case .nonFiniteWeight(let t, let i, let v):
-            return "tensor '\(t)' holds \(v) at element \(i); the model can only produce NaN. The file is damaged"
+        case .nonFiniteWeight(let t, let position, let v):
+            return "tensor '\(t)' holds \(v) as \(position); the model can only produce NaN. The file is damaged"
         case .invalidHyperparameter(let k, let v, let why): return "'\(k)' = \(v) is invalid: \(why)"
         case .missingTensor(let n): return "the model has no tensor '\(n)'"
         case .tensorShape(let n, let e, let f):
