@@ -13,11 +13,25 @@ public struct GGUFError: Error, Equatable, CustomStringConvertible {
     /// Byte offset in the file where the problem was found, when there is one.
     public var offset: Int?
     public var reason: Reason
+    /// The type and shape of the tensor concerned, for errors about one tensor.
+    public var tensor: TensorLayout?
 
-    public init(path: String, offset: Int?, reason: Reason) {
+    public init(path: String, offset: Int?, reason: Reason, tensor: TensorLayout? = nil) {
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.tensor = tensor
+    }
+
+    /// A tensor's type (nil when unknown) and dimensions (ne0 first), as the file gives them.
+    public struct TensorLayout: Equatable, Sendable {
+        public var type: GGMLType?
+        public var dims: [UInt64]
+
+        public init(type: GGMLType?, dims: [UInt64]) {
+            self.type = type
+            self.dims = dims
+        }
     }
 
     public enum Reason: Equatable, Sendable {
@@ -47,7 +61,10 @@ public struct GGUFError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         let at = offset.map { " at byte \($0)" } ?? ""
-        return "\(path): \(reasonText)\(at)"
+        let layout = tensor.map { t in
+            " (" + (t.type.map { "type \($0.name), " } ?? "") + "shape " + t.dims.map(String.init).joined(separator: " x ") + ")"
+        } ?? ""
+        return "\(path): \(reasonText)\(layout)\(at)"
     }
 
     private var reasonText: String {

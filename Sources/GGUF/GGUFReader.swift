@@ -113,7 +113,8 @@ public final class GGUFFile: @unchecked Sendable {
             let typeOffset = cursor.offset
             let type = GGMLType(rawValue: try cursor.u32("tensor type"))
             guard type.isKnown else {
-                throw GGUFError(path: path, offset: typeOffset, reason: .unknownTensorType(tensor: name, rawType: type.rawValue))
+                throw GGUFError(path: path, offset: typeOffset, reason: .unknownTensorType(tensor: name, rawType: type.rawValue),
+                                tensor: .init(type: nil, dims: dims))
             }
             let dataOffsetField = try cursor.u64("tensor data offset")
 
@@ -133,7 +134,8 @@ public final class GGUFFile: @unchecked Sendable {
             }
             guard shape[0] % type.blockSize == 0 else {
                 throw GGUFError(path: path, offset: infoOffset,
-                                reason: .rowNotWholeBlocks(tensor: name, type: type.name, rowLength: shape[0], blockSize: type.blockSize))
+                                reason: .rowNotWholeBlocks(tensor: name, type: type.name, rowLength: shape[0], blockSize: type.blockSize),
+                                tensor: .init(type: type, dims: dims))
             }
             guard elements / type.blockSize <= Int.max / type.bytesPerBlock else {
                 throw GGUFError(path: path, offset: infoOffset, reason: .dimensionOverflow(tensor: name, dims: dims))
@@ -158,8 +160,9 @@ public final class GGUFFile: @unchecked Sendable {
             let (start, o1) = UInt64(dataStart).addingReportingOverflow(t.offset)
             let (end, o2) = start.addingReportingOverflow(UInt64(bytes))
             guard !o1, !o2, end <= UInt64(fileSize) else {
-                throw GGUFError(path: path, offset: nil,
-                                reason: .tensorOutOfBounds(tensor: t.name, start: start, byteCount: bytes, fileSize: fileSize))
+                throw GGUFError(path: path, offset: o1 ? nil : Int(exactly: start),
+                                reason: .tensorOutOfBounds(tensor: t.name, start: start, byteCount: bytes, fileSize: fileSize),
+                                tensor: .init(type: t.type, dims: t.shape.map { UInt64($0) }))
             }
         }
         self.dataOffset = dataStart

@@ -1,12 +1,16 @@
-// Row kernels: fast dequantization and fused dot products for Q4_0, Q4_1 and Q8_0,
-// each beside its plain scalar twin (`…Generic`), which tests compare them against.
+// Row kernels of the 32-weight formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): fast
+// dequantization and fused dot products, each beside its plain scalar twin
+// (`dequantizeBlockGeneric`, `rowDotGeneric`), which tests compare them against. The
+// K-quants' kernels are in KQuants.swift; the table that dispatches to all of them in
+// BlockFormats.swift.
 //
 // The fast versions work a block (32 weights) at a time in SIMD8<Float> lanes (one
 // AVX2 register): 16 code bytes hold weights 0..15 in their low nibbles and 16..31 in
 // their high nibbles, so each 8-byte half, widened once to 8 × Int32, gives weights
 // j..<j+8 (low nibbles) and j+16..<j+24 (high nibbles), lined up with x. Offsets
 // (Q4_1's m, Q4_0's −8) are folded out of the inner product through the sum of x over
-// the block, computed once per input vector.
+// the block, computed once per input vector. Q5's fifth bits are spread into the lanes
+// from the block's 32-bit `qh` by one broadcast and one per-lane shift per 8 weights.
 //
 // Why SIMD8 and not SIMD16: the standard library's lane-type conversions
 // (`init(truncatingIfNeeded:)`, Int32 → Float) are inlined into single instructions
@@ -57,58 +61,93 @@ func laneSum(_ v: SIMD8<Float>) -> Float {
     return q[0] + q[1]
 }
 
-// MARK: - Dequantization
+// MARK: - Sums of x
 
-/// Dequantizes one row of `count` values (whole blocks) into `dst`; bit-identical to
-/// `dequantizeRowGeneric` (each value is one multiply and at most one add, in the same order).
-public func dequantizeRow(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int,
-                          into dst: UnsafeMutablePointer<Float>, scales: BlockScales = .file) {
-    let blocks = count / 32
-    switch type {
-    case .q4_0:
-        for b in 0..<blocks {
-            let block = src + b * 18
-            let d = SIMD8<Float>(repeating: scales.d?[b] ?? loadHalf(block, 0))
-            let out = dst + b * 32
-            for half in 0..<2 {
-                let q = widenBytes8(block + 2 + 8 * half)
-                storeFloats8(d * SIMD8<Float>((q & 0x0f) &- 8), out + 8 * half)
-                storeFloats8(d * SIMD8<Float>((q &>> 4) &- 8), out + 16 + 8 * half)
-            }
-        }
-    case .q4_1:
-        for b in 0..<blocks {
-            let block = src + b * 20
-            let d = SIMD8<Float>(repeating: scales.d?[b] ?? loadHalf(block, 0))
-            let m = SIMD8<Float>(repeating: scales.m?[b] ?? loadHalf(block, 2))
-            let out = dst + b * 32
-            for half in 0..<2 {
-                let q = widenBytes8(block + 4 + 8 * half)
-                storeFloats8(d * SIMD8<Float>(q & 0x0f) + m, out + 8 * half)
-                storeFloats8(d * SIMD8<Float>(q &>> 4) + m, out + 16 + 8 * half)
-            }
-        }
-    case .q8_0:
-        for b in 0..<blocks {
-            let block = src + b * 34
-            let d = SIMD8<Float>(repeating: scales.d?[b] ?? loadHalf(block, 0))
-            let out = dst + b * 32
-            for quarter in 0..<4 {
-                storeFloats8(signedBytes8(block + 2 + 8 * quarter) * d, out + 8 * quarter)
-            }
-        }
-    default:
-        dequantizeRowGeneric(type, src, count: count, into: dst, scales: scales)
-    }
-}
-
-// MARK: - Dot products of a quantized row with a float vector
-
-/// Sums of `x` over each block of 32: the term that Q4_0's −8 and Q4_1's m multiply.
+/// Sums of `x` over each block of 32: the term that Q4_0's −8, Q4_1's m, Q5_0's −16,
+/// Q5_1's m and the K-quants' mins multiply.
 public func blockSums(_ x: UnsafePointer<Float>, count: Int, into sums: UnsafeMutablePointer<Float>) {
     for b in 0..<(count / 32) {
         let xb = x + b * 32
         sums[b] = laneSum((loadFloats8(xb) + loadFloats8(xb + 8)) + (loadFloats8(xb + 16) + loadFloats8(xb + 24)))
+    }
+}
+
+// MARK: - Q4_0, Q4_1, Q8_0
+
+/// Q4_0 (`BlockQ4_0`): d at 0, codes at 2.
+public enum Q4_0Format: BlockFormat {
+    public static var type: GGMLType { .q4_0 }
+    public static var blockSize: Int { 32 }
+    public static var blockBytes: Int { 18 }
+    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: nil) }
+
+    @inline(__always)
+    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
+        for half in 0..<2 {
+            let q = widenBytes8(block + 2 + 8 * half)
+            storeFloats8(d * SIMD8<Float>((q & 0x0f) &- 8), out + 8 * half)
+            storeFloats8(d * SIMD8<Float>((q &>> 4) &- 8), out + 16 + 8 * half)
+        }
+    }
+
+    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = scales.d(b, block, 0)
+        for j in 0..<16 {
+            let q = byte(block, 2 + j)
+            out[j] = d * Float(Int(q & 0x0f) - 8)
+            out[j + 16] = d * Float(Int(q >> 4) - 8)
+        }
+    }
+}
+
+/// Q4_1 (`BlockQ4_1`): d at 0, m at 2, codes at 4.
+public enum Q4_1Format: BlockFormat {
+    public static var type: GGMLType { .q4_1 }
+    public static var blockSize: Int { 32 }
+    public static var blockBytes: Int { 20 }
+    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: 2) }
+
+    @inline(__always)
+    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
+        let m = SIMD8<Float>(repeating: scales.m(b, block, 2))
+        for half in 0..<2 {
+            let q = widenBytes8(block + 4 + 8 * half)
+            storeFloats8(d * SIMD8<Float>(q & 0x0f) + m, out + 8 * half)
+            storeFloats8(d * SIMD8<Float>(q &>> 4) + m, out + 16 + 8 * half)
+        }
+    }
+
+    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = scales.d(b, block, 0)
+        let m = scales.m(b, block, 2)
+        for j in 0..<16 {
+            let q = byte(block, 4 + j)
+            out[j] = d * Float(q & 0x0f) + m
+            out[j + 16] = d * Float(q >> 4) + m
+        }
+    }
+}
+
+/// Q8_0 (`BlockQ8_0`): d at 0, signed codes at 2.
+public enum Q8_0Format: BlockFormat {
+    public static var type: GGMLType { .q8_0 }
+    public static var blockSize: Int { 32 }
+    public static var blockBytes: Int { 34 }
+    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: nil) }
+
+    @inline(__always)
+    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
+        for quarter in 0..<4 {
+            storeFloats8(signedBytes8(block + 2 + 8 * quarter) * d, out + 8 * quarter)
+        }
+    }
+
+    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = scales.d(b, block, 0)
+        for j in 0..<32 { out[j] = Float(block.load(fromByteOffset: 2 + j, as: Int8.self)) * d }
     }
 }
 
@@ -132,96 +171,46 @@ func byteDot(_ codes: UnsafeRawPointer, _ xb: UnsafePointer<Float>) -> SIMD8<Flo
     return s.addingProduct(signedBytes8(codes + 24), loadFloats8(xb + 24))
 }
 
-// The dot products below take two blocks per step into two accumulators: with one,
-// every block waits for the previous block's multiply-add (4 cycles of latency) and
-// the loop runs at that pace instead of at the pace of its instructions.
+// The dot kernels of the 32-weight formats: the codes' products with x, scaled by d, in
+// the lanes; offsets (Q4_0's −8, Q4_1's m) times the block's sum of x in the scalar.
+// These keep the summation order the reference-model golden tests were recorded with.
 
-/// Q4_0 row · x. `xSums` holds `blockSums(x)`.
-@inlinable
-public func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
-                    blocks: Int, scales: BlockScales = .file) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var offset0: Float = 0, offset1: Float = 0
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = row + b * 18, block1 = block0 + 18
-        let d0 = scales.d?[b] ?? loadHalf(block0, 0)
-        let d1 = scales.d?[b + 1] ?? loadHalf(block1, 0)
-        acc0 = acc0.addingProduct(nibbleDot(block0 + 2, x + b * 32), d0)
-        acc1 = acc1.addingProduct(nibbleDot(block1 + 2, x + b * 32 + 32), d1)
-        offset0 += d0 * xSums[b]
-        offset1 += d1 * xSums[b + 1]
-        b += 2
+/// Q4_0 on plain x.
+public enum Q4_0Dot: BlockDot {
+    public typealias Format = Q4_0Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        let d = scales.d(b, block, 0)
+        acc = acc.addingProduct(nibbleDot(block + 2, a.x + b * 32), d)
+        offset += d * a.sums[b]
     }
-    if b < blocks {
-        let block = row + b * 18
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        acc0 = acc0.addingProduct(nibbleDot(block + 2, x + b * 32), d)
-        offset0 += d * xSums[b]
-    }
-    return laneSum(acc0 + acc1) - 8 * (offset0 + offset1)
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes - 8 * offset }
 }
 
-/// Scalar twin of `dotQ4_0`.
-public func dotQ4_0Generic(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int,
-                           scales: BlockScales = .file) -> Float {
-    var sum: Float = 0
-    for b in 0..<blocks {
-        let block = row + b * 18
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        for j in 0..<16 {
-            let byte = block.load(fromByteOffset: 2 + j, as: UInt8.self)
-            sum += d * Float(Int(byte & 15) - 8) * x[b * 32 + j]
-            sum += d * Float(Int(byte >> 4) - 8) * x[b * 32 + j + 16]
-        }
+/// Q4_1 on plain x.
+public enum Q4_1Dot: BlockDot {
+    public typealias Format = Q4_1Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        let d = scales.d(b, block, 0)
+        let m = scales.m(b, block, 2)
+        acc = acc.addingProduct(nibbleDot(block + 4, a.x + b * 32), d)
+        offset += m * a.sums[b]
     }
-    return sum
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes + offset }
 }
 
-/// Q4_1 row · x. `xSums` holds `blockSums(x)`.
-@inlinable
-public func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
-                    blocks: Int, scales: BlockScales = .file) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var offset0: Float = 0, offset1: Float = 0
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = row + b * 20, block1 = block0 + 20
-        let d0 = scales.d?[b] ?? loadHalf(block0, 0)
-        let d1 = scales.d?[b + 1] ?? loadHalf(block1, 0)
-        let m0 = scales.m?[b] ?? loadHalf(block0, 2)
-        let m1 = scales.m?[b + 1] ?? loadHalf(block1, 2)
-        acc0 = acc0.addingProduct(nibbleDot(block0 + 4, x + b * 32), d0)
-        acc1 = acc1.addingProduct(nibbleDot(block1 + 4, x + b * 32 + 32), d1)
-        offset0 += m0 * xSums[b]
-        offset1 += m1 * xSums[b + 1]
-        b += 2
+/// Q8_0.
+public enum Q8_0Dot: BlockDot {
+    public typealias Format = Q8_0Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        acc = acc.addingProduct(byteDot(block + 2, a.x + b * 32), scales.d(b, block, 0))
     }
-    if b < blocks {
-        let block = row + b * 20
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        let m = scales.m?[b] ?? loadHalf(block, 2)
-        acc0 = acc0.addingProduct(nibbleDot(block + 4, x + b * 32), d)
-        offset0 += m * xSums[b]
-    }
-    return laneSum(acc0 + acc1) + (offset0 + offset1)
-}
-
-/// Scalar twin of `dotQ4_1`.
-public func dotQ4_1Generic(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int,
-                           scales: BlockScales = .file) -> Float {
-    var sum: Float = 0
-    for b in 0..<blocks {
-        let block = row + b * 20
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        let m = scales.m?[b] ?? loadHalf(block, 2)
-        for j in 0..<16 {
-            let byte = block.load(fromByteOffset: 4 + j, as: UInt8.self)
-            sum += (d * Float(byte & 15) + m) * x[b * 32 + j]
-            sum += (d * Float(byte >> 4) + m) * x[b * 32 + j + 16]
-        }
-    }
-    return sum
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes }
 }
 
 // MARK: - Dot products on nibble-ordered activations (the one-token path)
@@ -280,97 +269,186 @@ func loadHalfPair(_ p: UnsafeRawPointer) -> SIMD2<Float> {
     return SIMD4<Float>(h).lowHalf
 }
 
-/// Q4_0 row · x with x in `nibbleOrder`; `xSums` holds `blockSums(x)`. Same value as
-/// `dotQ4_0` up to rounding.
-@inlinable
-public func dotQ4_0Ordered(_ row: UnsafeRawPointer, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
-                           blocks: Int, scales: BlockScales = .file) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var offset0: Float = 0, offset1: Float = 0
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = row + b * 18, block1 = block0 + 18
-        let d0 = scales.d?[b] ?? loadHalf(block0, 0)
-        let d1 = scales.d?[b + 1] ?? loadHalf(block1, 0)
-        acc0 = acc0.addingProduct(nibbleDotOrdered(block0 + 2, xp + b * 32), d0)
-        acc1 = acc1.addingProduct(nibbleDotOrdered(block1 + 2, xp + b * 32 + 32), d1)
-        offset0 += d0 * xSums[b]
-        offset1 += d1 * xSums[b + 1]
-        b += 2
+/// Q4_0 on x in `nibbleOrder` (the one-token path); same value as `Q4_0Dot` up to rounding.
+public enum Q4_0OrderedDot: BlockDot {
+    public typealias Format = Q4_0Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        let d = scales.d(b, block, 0)
+        acc = acc.addingProduct(nibbleDotOrdered(block + 2, a.ordered.unsafelyUnwrapped + b * 32), d)
+        offset += d * a.sums[b]
     }
-    if b < blocks {
-        let block = row + b * 18
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        acc0 = acc0.addingProduct(nibbleDotOrdered(block + 2, xp + b * 32), d)
-        offset0 += d * xSums[b]
-    }
-    return laneSum(acc0 + acc1) - 8 * (offset0 + offset1)
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes - 8 * offset }
 }
 
-/// Q4_1 row · x with x in `nibbleOrder`; `xSums` holds `blockSums(x)`. Same value as
-/// `dotQ4_1` up to rounding.
-@inlinable
-public func dotQ4_1Ordered(_ row: UnsafeRawPointer, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
-                           blocks: Int, scales: BlockScales = .file) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var offset0: Float = 0, offset1: Float = 0
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = row + b * 20, block1 = block0 + 20
-        let dm0 = loadHalfPair(block0), dm1 = loadHalfPair(block1)
-        let d0 = scales.d?[b] ?? dm0[0], d1 = scales.d?[b + 1] ?? dm1[0]
-        let m0 = scales.m?[b] ?? dm0[1], m1 = scales.m?[b + 1] ?? dm1[1]
-        acc0 = acc0.addingProduct(nibbleDotOrdered(block0 + 4, xp + b * 32), d0)
-        acc1 = acc1.addingProduct(nibbleDotOrdered(block1 + 4, xp + b * 32 + 32), d1)
-        offset0 += m0 * xSums[b]
-        offset1 += m1 * xSums[b + 1]
-        b += 2
-    }
-    if b < blocks {
-        let block = row + b * 20
+/// Q4_1 on x in `nibbleOrder` (the one-token path); same value as `Q4_1Dot` up to rounding.
+public enum Q4_1OrderedDot: BlockDot {
+    public typealias Format = Q4_1Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
         let dm = loadHalfPair(block)
         let d = scales.d?[b] ?? dm[0]
         let m = scales.m?[b] ?? dm[1]
-        acc0 = acc0.addingProduct(nibbleDotOrdered(block + 4, xp + b * 32), d)
-        offset0 += m * xSums[b]
+        acc = acc.addingProduct(nibbleDotOrdered(block + 4, a.ordered.unsafelyUnwrapped + b * 32), d)
+        offset += m * a.sums[b]
     }
-    return laneSum(acc0 + acc1) + (offset0 + offset1)
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes + offset }
+}
+
+// MARK: - Q5_0, Q5_1
+
+/// The fifth bits of 8 consecutive weights k..<k+8 (k a multiple of 8) of a Q5 block,
+/// each moved to bit 4 (worth 16), from the block's 32-bit `qh`.
+@inline(__always) @usableFromInline
+func fifthBits8(_ qh: UInt32, _ k: Int) -> SIMD8<Int32> {
+    // Bit k + i of qh lands at bit 4 + i of the broadcast, then lane i shifts it down to 4.
+    let spread = SIMD8<Int32>(repeating: Int32((qh >> UInt32(k)) & 0xff) << 4)
+    return (spread &>> SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)) & 0x10
+}
+
+/// Σ code[i] · x[i] over one Q5 block's 32 five-bit codes, unscaled, in 8 lanes.
+@inline(__always) @usableFromInline
+func fiveBitDot(_ qh: UInt32, _ codes: UnsafeRawPointer, _ xb: UnsafePointer<Float>) -> SIMD8<Float> {
+    let q0 = widenBytes8(codes)       // weights 0..<8 (low nibbles), 16..<24 (high)
+    let q1 = widenBytes8(codes + 8)   // weights 8..<16, 24..<32
+    var s = SIMD8<Float>((q0 & 0x0f) | fifthBits8(qh, 0)) * loadFloats8(xb)
+    s = s.addingProduct(SIMD8<Float>((q1 & 0x0f) | fifthBits8(qh, 8)), loadFloats8(xb + 8))
+    s = s.addingProduct(SIMD8<Float>((q0 &>> 4) | fifthBits8(qh, 16)), loadFloats8(xb + 16))
+    return s.addingProduct(SIMD8<Float>((q1 &>> 4) | fifthBits8(qh, 24)), loadFloats8(xb + 24))
+}
+
+/// Q5_0 (`BlockQ5_0`): d at 0, fifth bits at 2, nibbles at 6; w = d × (code − 16).
+public enum Q5_0Format: BlockFormat {
+    public static var type: GGMLType { .q5_0 }
+    public static var blockSize: Int { 32 }
+    public static var blockBytes: Int { 22 }
+    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: nil) }
+
+    @inline(__always)
+    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
+        let qh = loadUInt32(block, 2)
+        for half in 0..<2 {
+            let q = widenBytes8(block + 6 + 8 * half)
+            storeFloats8(d * SIMD8<Float>(((q & 0x0f) | fifthBits8(qh, 8 * half)) &- 16), out + 8 * half)
+            storeFloats8(d * SIMD8<Float>(((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) &- 16), out + 16 + 8 * half)
+        }
+    }
+
+    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = scales.d(b, block, 0)
+        let qh = loadUInt32(block, 2)
+        for j in 0..<16 {
+            let q = byte(block, 6 + j)
+            let lo = Int(q & 0x0f) | Int((qh >> UInt32(j)) & 1) << 4
+            let hi = Int(q >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+            out[j] = d * Float(lo - 16)
+            out[j + 16] = d * Float(hi - 16)
+        }
+    }
+}
+
+/// Q5_1 (`BlockQ5_1`): d at 0, m at 2, fifth bits at 4, nibbles at 8; w = d × code + m.
+public enum Q5_1Format: BlockFormat {
+    public static var type: GGMLType { .q5_1 }
+    public static var blockSize: Int { 32 }
+    public static var blockBytes: Int { 24 }
+    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: 2) }
+
+    @inline(__always)
+    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
+        let m = SIMD8<Float>(repeating: scales.m(b, block, 2))
+        let qh = loadUInt32(block, 4)
+        for half in 0..<2 {
+            let q = widenBytes8(block + 8 + 8 * half)
+            storeFloats8(d * SIMD8<Float>((q & 0x0f) | fifthBits8(qh, 8 * half)) + m, out + 8 * half)
+            storeFloats8(d * SIMD8<Float>((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) + m, out + 16 + 8 * half)
+        }
+    }
+
+    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
+        let d = scales.d(b, block, 0)
+        let m = scales.m(b, block, 2)
+        let qh = loadUInt32(block, 4)
+        for j in 0..<16 {
+            let q = byte(block, 8 + j)
+            let lo = UInt32(q & 0x0f) | ((qh >> UInt32(j)) & 1) << 4
+            let hi = UInt32(q >> 4) | ((qh >> UInt32(j + 16)) & 1) << 4
+            out[j] = d * Float(lo) + m
+            out[j + 16] = d * Float(hi) + m
+        }
+    }
+}
+
+/// Q5_0: Σ code · x scaled by d in the lanes, −16 × d × Σx in the scalar.
+public enum Q5_0Dot: BlockDot {
+    public typealias Format = Q5_0Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        let d = scales.d(b, block, 0)
+        acc = acc.addingProduct(fiveBitDot(loadUInt32(block, 2), block + 6, a.x + b * 32), d)
+        offset += d * a.sums[b]
+    }
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes - 16 * offset }
+}
+
+/// Q5_1: Σ code · x scaled by d in the lanes, m × Σx in the scalar.
+public enum Q5_1Dot: BlockDot {
+    public typealias Format = Q5_1Format
+    @inline(__always)
+    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
+                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
+        let dm = loadHalfPair(block)
+        let d = scales.d?[b] ?? dm[0]
+        let m = scales.m?[b] ?? dm[1]
+        acc = acc.addingProduct(fiveBitDot(loadUInt32(block, 4), block + 8, a.x + b * 32), d)
+        offset += m * a.sums[b]
+    }
+    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes + offset }
+}
+
+// MARK: - Named entry points (tests and benchmarks call the kernels by name)
+
+/// Q4_0 row · x. `xSums` holds `blockSums(x)`.
+public func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                    blocks: Int, scales: BlockScales = .file) -> Float {
+    rowDot(Q4_0Dot.self, row, Activations(x: x, sums: xSums), blocks: blocks, scales: scales)
+}
+
+/// Q4_1 row · x. `xSums` holds `blockSums(x)`.
+public func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                    blocks: Int, scales: BlockScales = .file) -> Float {
+    rowDot(Q4_1Dot.self, row, Activations(x: x, sums: xSums), blocks: blocks, scales: scales)
+}
+
+/// Q4_0 row · x with x in `nibbleOrder` (`xp`); `xSums` holds `blockSums(x)`.
+public func dotQ4_0Ordered(_ row: UnsafeRawPointer, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                           blocks: Int, scales: BlockScales = .file) -> Float {
+    rowDot(Q4_0OrderedDot.self, row, Activations(x: xp, sums: xSums, ordered: xp), blocks: blocks, scales: scales)
+}
+
+/// Q4_1 row · x with x in `nibbleOrder` (`xp`); `xSums` holds `blockSums(x)`.
+public func dotQ4_1Ordered(_ row: UnsafeRawPointer, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
+                           blocks: Int, scales: BlockScales = .file) -> Float {
+    rowDot(Q4_1OrderedDot.self, row, Activations(x: xp, sums: xSums, ordered: xp), blocks: blocks, scales: scales)
 }
 
 /// Q8_0 row · x.
-@inlinable
 public func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int,
                     scales: BlockScales = .file) -> Float {
-    var acc0 = SIMD8<Float>(), acc1 = SIMD8<Float>()
-    var b = 0
-    while b + 2 <= blocks {
-        let block0 = row + b * 34, block1 = block0 + 34
-        let d0 = scales.d?[b] ?? loadHalf(block0, 0)
-        let d1 = scales.d?[b + 1] ?? loadHalf(block1, 0)
-        acc0 = acc0.addingProduct(byteDot(block0 + 2, x + b * 32), d0)
-        acc1 = acc1.addingProduct(byteDot(block1 + 2, x + b * 32 + 32), d1)
-        b += 2
-    }
-    if b < blocks {
-        let block = row + b * 34
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        acc0 = acc0.addingProduct(byteDot(block + 2, x + b * 32), d)
-    }
-    return laneSum(acc0 + acc1)
+    rowDot(Q8_0Dot.self, row, Activations(x: x, sums: x), blocks: blocks, scales: scales)
 }
 
-/// Scalar twin of `dotQ8_0`.
-public func dotQ8_0Generic(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int,
-                           scales: BlockScales = .file) -> Float {
-    var sum: Float = 0
-    for b in 0..<blocks {
-        let block = row + b * 34
-        let d = scales.d?[b] ?? loadHalf(block, 0)
-        for j in 0..<32 {
-            sum += d * Float(block.load(fromByteOffset: 2 + j, as: Int8.self)) * x[b * 32 + j]
-        }
-    }
-    return sum
+/// Scalar twin of every row · x kernel (`cols` values): the row dequantized by the scalar
+/// code, block by block, and the products summed in order.
+public func dotGeneric(_ type: GGMLType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, cols: Int,
+                       scales: BlockScales = .file) -> Float {
+    guard let t = type.traits else { preconditionFailure("dotGeneric: \(type) is not supported") }
+    return t.dotGeneric(row, x, cols, scales)
 }
 
 /// Float row · x, 8 lanes at a time in two accumulators, with a scalar tail.

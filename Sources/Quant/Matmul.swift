@@ -19,7 +19,8 @@ public struct WeightMatrix: @unchecked Sendable {
     public var cols: Int
     /// rows × rowBytes bytes of blocks.
     public var data: UnsafeRawPointer
-    /// Scale overrides (QZO's master copies), indexed by block: row r's blocks start at r × cols / 32.
+    /// Scale overrides (QZO's master copies), indexed by block: row r's blocks start at
+    /// r × cols / blockSize (32, or 256 for the K-quants' super-blocks).
     public var scales: BlockScales
 
     public init(type: GGMLType, rows: Int, cols: Int, data: UnsafeRawPointer, scales: BlockScales = .file) {
@@ -34,18 +35,13 @@ public struct WeightMatrix: @unchecked Sendable {
     public var blocksPerRow: Int { cols / type.blockSize }
     public var byteCount: Int { rows * rowBytes }
 
-    /// Dequantizes rows `range` into `dst` ((range.count, cols), row-major).
+    /// Dequantizes rows `range` into `dst` ((range.count, cols), row-major): the table's
+    /// tile dequantizer, looked up once per call.
     public func dequantize(rows range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
-        // Sizes looked up once: GGMLType's table lookups are not free per row.
-        let rowBytes = self.rowBytes
-        let blocks = type.blockSize > 1 ? cols / type.blockSize : 0
-        for (i, r) in range.enumerated() {
-            dequantizeRow(type, data + r * rowBytes, count: cols, into: dst + i * cols,
-                          scales: scales.advanced(by: r * blocks))
-        }
+        type.traits!.dequantizeRows(self, range, dst)
     }
 
-    /// Row `r` · x (x has `cols` values; `xSums` its block sums, needed by Q4_0/Q4_1).
+    /// Row `r` · x (x has `cols` values; `xSums` its block sums, `blockSums(x)`).
     public func dot(row r: Int, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>) -> Float {
         var y: Float = 0
         // dots writes out[r]: hand it a base pointer r floats before y.
@@ -53,44 +49,11 @@ public struct WeightMatrix: @unchecked Sendable {
         return y
     }
 
-    /// y[r] = row r · x for r in `range` (x has `cols` values, `xSums` its block sums).
-    /// The type and sizes are resolved once, outside the row loop.
+    /// y[r] = row r · x for r in `range` (x has `cols` values, `xSums` its block sums):
+    /// the table's one-token kernel, resolved once, outside the row loop.
     public func dots(rows range: Range<Int>, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
                      into y: UnsafeMutablePointer<Float>) {
-        let rowBytes = self.rowBytes
-        let blocks = cols / 32
-        switch type {
-        case .q4_0:
-            for r in range { y[r] = dotQ4_0(data + r * rowBytes, x, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
-        case .q4_1:
-            for r in range { y[r] = dotQ4_1(data + r * rowBytes, x, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
-        case .q8_0:
-            for r in range { y[r] = dotQ8_0(data + r * rowBytes, x, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
-        case .f32:
-            for r in range { y[r] = dotF32((data + r * rowBytes).assumingMemoryBound(to: Float.self), x, count: cols) }
-        default:
-            // F16/BF16: expand each row into a temporary, then a float dot.
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { tmp in
-                for r in range {
-                    dequantizeRowGeneric(type, data + r * rowBytes, count: cols, into: tmp.baseAddress!)
-                    y[r] = dotF32(tmp.baseAddress!, x, count: cols)
-                }
-            }
-        }
-    }
-}
-
-extension WeightMatrix {
-    /// Like `dots`, for Q4_0/Q4_1 with x in `nibbleOrder` (`xSums` from the original x).
-    func dotsOrdered(rows range: Range<Int>, _ xp: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
-                     into y: UnsafeMutablePointer<Float>) {
-        let rowBytes = self.rowBytes
-        let blocks = cols / 32
-        if type == .q4_0 {
-            for r in range { y[r] = dotQ4_0Ordered(data + r * rowBytes, xp, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
-        } else {
-            for r in range { y[r] = dotQ4_1Ordered(data + r * rowBytes, xp, xSums, blocks: blocks, scales: scales.advanced(by: r * blocks)) }
-        }
+        type.traits!.dots(self, range, Activations(x: x, sums: xSums), y)
     }
 }
 
@@ -199,7 +162,7 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
         // out one at a time: on a busy machine a thread that loses its core holds up
         // one small chunk, not half the matrix.
         let blocks = cols / 32
-        let nibbles = products.contains { $0.w.type == .q4_0 || $0.w.type == .q4_1 }
+        let nibbles = products.contains { $0.w.type.traits!.wantsNibbleOrder }
         for t in 0..<n {
             blockSums(x + t * ldx, count: cols, into: scratch.sums + t * blocks)
             if nibbles { nibbleOrder(x + t * ldx, count: cols, into: scratch.ordered + t * cols) }
@@ -215,12 +178,10 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
             let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
             let start = (chunk - first[p]) * size[p]
             let range = start..<min(w.rows, start + size[p])
+            let dots = w.type.traits!.dots
             for t in 0..<n {
-                if w.type == .q4_0 || w.type == .q4_1 {
-                    w.dotsOrdered(rows: range, ordered + t * cols, sums + t * blocks, into: y + t * ldy)
-                } else {
-                    w.dots(rows: range, x + t * ldx, sums + t * blocks, into: y + t * ldy)
-                }
+                dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
+                     y + t * ldy)
             }
         }
         return

@@ -5,7 +5,9 @@ import TestSupport
 import Testing
 
 
-/// A random matrix quantized with our (gguf-py-exact) quantizer.
+/// A random matrix: quantized with our (gguf-py-exact) quantizer where the type has one,
+/// otherwise (the K-quants) random but valid blocks: random code, scale and min bytes with
+/// finite half-precision d (and dmin) of either sign.
 struct RandomMatrix {
     let type: GGMLType
     let rows: Int
@@ -17,16 +19,40 @@ struct RandomMatrix {
         self.rows = rows
         self.cols = cols
         var rng = SplitMix64(state: seed)
-        let floats = (0..<(rows * cols)).map { _ in Float.random(in: -1...1, using: &rng) * Float.random(in: 0.1...2, using: &rng) }
         let rowBytes = type.rowBytes(cols)!
         bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+        if type.canQuantize {
+            let floats = (0..<(rows * cols)).map { _ in Float.random(in: -1...1, using: &rng) * Float.random(in: 0.1...2, using: &rng) }
+            bytes.withUnsafeMutableBytes { b in
+                for r in 0..<rows { quantizeRow(type, floats.withUnsafeBufferPointer { $0.baseAddress! + r * cols }, count: cols, into: b.baseAddress! + r * rowBytes) }
+            }
+            return
+        }
+        let fields = type.traits!.scales!
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
         bytes.withUnsafeMutableBytes { b in
-            for r in 0..<rows { quantizeRow(type, floats.withUnsafeBufferPointer { $0.baseAddress! + r * cols }, count: cols, into: b.baseAddress! + r * rowBytes) }
+            for block in 0..<(rows * cols / type.blockSize) {
+                let p = b.baseAddress! + block * type.bytesPerBlock
+                p.storeBytes(of: Float16(Float.random(in: -0.05...0.05, using: &rng)).bitPattern, toByteOffset: fields.d, as: UInt16.self)
+                if let m = fields.m {
+                    p.storeBytes(of: Float16(Float.random(in: -0.02...0.05, using: &rng)).bitPattern, toByteOffset: m, as: UInt16.self)
+                }
+            }
         }
     }
 
+    var blocks: Int { rows * cols / type.blockSize }
+
     func with<R>(scales: BlockScales = .file, _ body: (WeightMatrix) -> R) -> R {
         bytes.withUnsafeBytes { body(WeightMatrix(type: type, rows: rows, cols: cols, data: $0.baseAddress!, scales: scales)) }
+    }
+
+    /// The file's scales d and m (where the format has an m), one per block.
+    func fileScales() -> (d: [Float], m: [Float]) {
+        var d = [Float](repeating: 0, count: blocks)
+        var m = [Float](repeating: 0, count: blocks)
+        bytes.withUnsafeBytes { readBlockScales(type, $0.baseAddress!, blocks: blocks, d: &d, m: &m) }
+        return (d, m)
     }
 }
 
@@ -42,15 +68,24 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
 }
 
 @Suite struct KernelTests {
-    static let types: [GGMLType] = [.q4_0, .q4_1, .q8_0, .f16, .bf16, .f32]
-    /// Awkward shapes: one row, row counts that are not multiples of 8 or of the tile, long rows.
-    static let shapes: [(rows: Int, cols: Int)] = [(1, 32), (3, 64), (17, 96), (33, 576), (130, 160)]
+    static let legacy: [GGMLType] = [.q4_0, .q4_1, .q5_0, .q5_1, .q8_0]
+    static let kQuants: [GGMLType] = [.q2_K, .q3_K, .q4_K, .q5_K, .q6_K]
+    static let blockTypes = legacy + kQuants
+    static let types = blockTypes + [.f16, .bf16, .f32]
+    /// Awkward shapes: one row, row counts that are not multiples of 8 or of the tile, an
+    /// odd number of blocks (the dot loops take two at a time), long rows.
+    static func shapes(_ type: GGMLType) -> [(rows: Int, cols: Int)] {
+        type.blockSize == 256
+            ? [(1, 256), (3, 512), (17, 768), (33, 1280), (2, 2304)]
+            : [(1, 32), (3, 64), (17, 96), (33, 576), (130, 160)]
+    }
 
     @Test(arguments: types) func dequantizeRowEqualsGeneric(_ type: GGMLType) {
-        for (rows, cols) in Self.shapes {
+        for (rows, cols) in Self.shapes(type) {
             let m = RandomMatrix(type, rows: rows, cols: cols, seed: UInt64(rows * 1000 + cols))
             var fast = [Float](repeating: .nan, count: rows * cols)
             var slow = [Float](repeating: .nan, count: rows * cols)
+            var tile = [Float](repeating: .nan, count: rows * cols)
             m.bytes.withUnsafeBytes { b in
                 for r in 0..<rows {
                     let src = b.baseAddress! + r * type.rowBytes(cols)!
@@ -58,26 +93,43 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
                     slow.withUnsafeMutableBufferPointer { dequantizeRowGeneric(type, src, count: cols, into: $0.baseAddress! + r * cols) }
                 }
             }
+            m.with { w in tile.withUnsafeMutableBufferPointer { w.dequantize(rows: 0..<rows, into: $0.baseAddress!) } }
             #expect(zip(fast, slow).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) \(rows)x\(cols)")
+            #expect(zip(tile, slow).allSatisfy { $0.bitPattern == $1.bitPattern }, "tile \(type) \(rows)x\(cols)")
         }
     }
 
-    @Test(arguments: [GGMLType.q4_0, .q4_1, .q8_0]) func dotEqualsGeneric(_ type: GGMLType) {
-        for (rows, cols) in Self.shapes {
+    /// The one-token kernel of every format against its scalar twin, with the file's
+    /// scales and with overrides (every third block's d × 1.5, m − 0.25).
+    @Test(arguments: blockTypes) func dotEqualsGeneric(_ type: GGMLType) {
+        for (rows, cols) in Self.shapes(type) {
             let m = RandomMatrix(type, rows: rows, cols: cols, seed: UInt64(7 + cols))
             let x = randomFloats(cols, seed: UInt64(cols))
             var sums = [Float](repeating: 0, count: cols / 32)
             x.withUnsafeBufferPointer { blockSums($0.baseAddress!, count: cols, into: &sums) }
-            m.bytes.withUnsafeBytes { b in
-                for r in 0..<rows {
-                    let row = b.baseAddress! + r * type.rowBytes(cols)!
-                    let (fast, slow): (Float, Float) = switch type {
-                    case .q4_0: (dotQ4_0(row, x, sums, blocks: cols / 32), dotQ4_0Generic(row, x, blocks: cols / 32))
-                    case .q4_1: (dotQ4_1(row, x, sums, blocks: cols / 32), dotQ4_1Generic(row, x, blocks: cols / 32))
-                    default: (dotQ8_0(row, x, blocks: cols / 32), dotQ8_0Generic(row, x, blocks: cols / 32))
+            var (d, mins) = m.fileScales()
+            for i in d.indices where i % 3 == 1 { d[i] *= 1.5; mins[i] -= 0.25 }
+            let perRow = cols / type.blockSize
+            d.withUnsafeBufferPointer { dp in
+                mins.withUnsafeBufferPointer { mp in
+                    for overrides in [BlockScales.file, BlockScales(d: dp.baseAddress!, m: mp.baseAddress!)] {
+                        var fast = [Float](repeating: .nan, count: rows)
+                        m.with(scales: overrides) { w in w.dots(rows: 0..<rows, x, sums, into: &fast) }
+                        m.bytes.withUnsafeBytes { b in
+                            for r in 0..<rows {
+                                let row = b.baseAddress! + r * type.rowBytes(cols)!
+                                let slow = dotGeneric(type, row, x, cols: cols, scales: overrides.advanced(by: r * perRow))
+                                // Different summation orders: float rounding relative to the terms' size.
+                                var magnitude: Float = 0
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: cols) { w in
+                                    dequantizeRowGeneric(type, row, count: cols, into: w.baseAddress!, scales: overrides.advanced(by: r * perRow))
+                                    for i in 0..<cols { magnitude += abs(w[i] * x[i]) }
+                                }
+                                #expect(abs(fast[r] - slow) <= 1e-5 * magnitude + 1e-30,
+                                        "\(type) row \(r) of \(rows)x\(cols): \(fast[r]) vs \(slow)")
+                            }
+                        }
                     }
-                    // Different summation orders: allow float rounding relative to the terms' size.
-                    #expect(abs(fast - slow) <= 1e-4 * Float(cols), "\(type) row \(r) of \(rows)x\(cols): \(fast) vs \(slow)")
                 }
             }
         }
@@ -86,7 +138,7 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
     /// Both matmul paths (fused for a few tokens, dequantize + sgemm for many, tiles
     /// smaller than the matrix) against the scalar, double-accumulating reference.
     @Test(arguments: types) func matmulEqualsReference(_ type: GGMLType) {
-        for (rows, cols) in Self.shapes {
+        for (rows, cols) in Self.shapes(type) {
             let m = RandomMatrix(type, rows: rows, cols: cols, seed: UInt64(rows + 3 * cols))
             for n in [1, 2, 3, 5, 19] {
                 let x = randomFloats(n * cols, seed: UInt64(n * 31 + cols))
@@ -102,33 +154,48 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
         }
     }
 
-    /// Scale overrides (QZO's master copies) change exactly the blocks they cover.
-    @Test(arguments: [GGMLType.q4_0, .q4_1, .q8_0]) func scaleOverridesAreUsed(_ type: GGMLType) {
-        let (rows, cols) = (5, 64)
+    /// Scale overrides (QZO's master copies) change exactly the blocks they cover: for the
+    /// K-quants `d` is the super-block's d and `m` its dmin.
+    @Test(arguments: blockTypes) func scaleOverridesAreUsed(_ type: GGMLType) {
+        let (rows, cols) = (5, 2 * type.blockSize)
         let m = RandomMatrix(type, rows: rows, cols: cols, seed: 99)
-        var d = [Float](repeating: 0, count: rows * cols / 32)
-        var mins = [Float](repeating: 0, count: rows * cols / 32)
-        m.bytes.withUnsafeBytes { readBlockScales(type, $0.baseAddress!, blocks: d.count, d: &d, m: &mins) }
-        d[3] *= 2
-        let x = randomFloats(cols * 6, seed: 5)
-        for n in [1, 6] {
-            var plain = [Float](repeating: 0, count: n * rows)
-            var scaled = [Float](repeating: 0, count: n * rows)
-            var reference = [Float](repeating: 0, count: n * rows)
-            let scratch = MatmulScratch(tileRows: 8, cols: cols)
-            m.with { matmul($0, x, n: n, &plain, scratch: scratch) }
-            d.withUnsafeBufferPointer { dp in
-                m.with(scales: BlockScales(d: dp.baseAddress!)) { w in
-                    matmul(w, x, n: n, &scaled, scratch: scratch)
-                    matmulReference(w, x, n: n, &reference)
+        var (d, mins) = m.fileScales()
+        let hasM = type.traits!.scales!.m != nil
+        for override in ["d", "m"] where override == "d" || hasM {
+            var changedD = d, changedM = mins
+            if override == "d" { changedD[3] *= 2 } else { changedM[3] = changedM[3] * 2 + 0.01 }
+            let x = randomFloats(cols * 6, seed: 5)
+            for n in [1, 6] {
+                var plain = [Float](repeating: 0, count: n * rows)
+                var scaled = [Float](repeating: 0, count: n * rows)
+                var same = [Float](repeating: 0, count: n * rows)
+                var reference = [Float](repeating: 0, count: n * rows)
+                let scratch = MatmulScratch(tileRows: 8, cols: cols)
+                m.with { matmul($0, x, n: n, &plain, scratch: scratch) }
+                changedD.withUnsafeBufferPointer { dp in
+                    changedM.withUnsafeBufferPointer { mp in
+                        m.with(scales: BlockScales(d: dp.baseAddress!, m: hasM ? mp.baseAddress! : nil)) { w in
+                            matmul(w, x, n: n, &scaled, scratch: scratch)
+                            matmulReference(w, x, n: n, &reference)
+                        }
+                    }
                 }
-            }
-            #expect(relativeError(scaled, reference) < 1e-5)
-            // Block 3 is the second block of row 1: only row 1's outputs change.
-            for t in 0..<n {
-                for r in 0..<rows {
-                    let changed = plain[t * rows + r] != scaled[t * rows + r]
-                    #expect(changed == (r == 1), "token \(t) row \(r)")
+                // Overrides equal to the file's values change nothing, bit for bit.
+                d.withUnsafeBufferPointer { dp in
+                    mins.withUnsafeBufferPointer { mp in
+                        m.with(scales: BlockScales(d: dp.baseAddress!, m: hasM ? mp.baseAddress! : nil)) { w in
+                            matmul(w, x, n: n, &same, scratch: scratch)
+                        }
+                    }
+                }
+                #expect(zip(same, plain).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(type) n=\(n): file-valued overrides")
+                #expect(relativeError(scaled, reference) < 1e-5)
+                // Block 3 is the second block of row 1: only row 1's outputs change.
+                for t in 0..<n {
+                    for r in 0..<rows {
+                        let changed = plain[t * rows + r] != scaled[t * rows + r]
+                        #expect(changed == (r == 1), "\(type) \(override) token \(t) row \(r)")
+                    }
                 }
             }
         }
@@ -163,9 +230,11 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
                             for r in 0..<rows {
                                 let row = b.baseAddress! + r * type.rowBytes(cols)!
                                 let s = overrides.advanced(by: r * blocks)
-                                let (fast, slow): (Float, Float) = type == .q4_0
-                                    ? (dotQ4_0Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_0Generic(row, x, blocks: blocks, scales: s))
-                                    : (dotQ4_1Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_1Generic(row, x, blocks: blocks, scales: s))
+                                let slow = dotGeneric(type, row, x, cols: cols, scales: s)
+                                let (fast, plain): (Float, Float) = type == .q4_0
+                                    ? (dotQ4_0Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_0(row, x, sums, blocks: blocks, scales: s))
+                                    : (dotQ4_1Ordered(row, ordered, sums, blocks: blocks, scales: s), dotQ4_1(row, x, sums, blocks: blocks, scales: s))
+                                #expect(abs(plain - slow) <= 1e-4 * Float(cols), "\(type) row \(r) of \(rows)x\(cols): \(plain) vs \(slow)")
                                 #expect(abs(fast - slow) <= 1e-4 * Float(cols), "\(type) row \(r) of \(rows)x\(cols): \(fast) vs \(slow)")
                             }
                         }

@@ -36,6 +36,8 @@ probability statistics) and, when llama-cpp-python is importable, that
 llama.cpp loads each model, tokenizes and generates.
 
 Run from the repo root:  python3 scripts/reference/make_tiny_models.py
+The K-quant models (make_kquant_models, models/tiny-q4_k_m.gguf etc.; wider, and
+quantized by llama.cpp itself):  python3 scripts/reference/make_tiny_models.py --kquants
 """
 import collections
 import os
@@ -549,6 +551,105 @@ def write_arch_model(name, tokens, toktypes, merges):
     return path
 
 
+# --- Tiny llama models in the K-quants (and Q5_0/Q5_1), quantized by llama.cpp ----------
+#
+# K-quant rows must be multiples of 256, so these are wider: n_embd 256, n_ff 512,
+# 4 heads of 64 (2 KV heads), rope dimension 64, 2 layers, the same tokenizer.  The
+# float weights (seed 4321, same recipe as make_weights) are written as an F32 GGUF
+# with gguf-py, then quantized by llama.cpp's own quantizer (llama_model_quantize
+# through llama-cpp-python) to each llama.cpp file type below, so the type chosen for
+# every tensor is llama.cpp's (Q4_K_M mixes Q4_K with Q6_K, and so on).
+KQ_N_EMBD, KQ_N_FF, KQ_N_HEAD, KQ_N_HEAD_KV, KQ_SEED = 256, 512, 4, 2, 4321
+KQUANT_VARIANTS = {
+    # name: llama.cpp file type (llama_ftype)
+    "tiny-q4_k_m": 15,   # LLAMA_FTYPE_MOSTLY_Q4_K_M: Q4_K and Q6_K
+    "tiny-q5_k_m": 17,   # LLAMA_FTYPE_MOSTLY_Q5_K_M: Q5_K and Q6_K
+    "tiny-q3_k_m": 12,   # LLAMA_FTYPE_MOSTLY_Q3_K_M: Q3_K, Q4_K, Q5_K and Q6_K
+    "tiny-q2_k": 10,     # LLAMA_FTYPE_MOSTLY_Q2_K: Q2_K, Q3_K and Q6_K
+    "tiny-q5_0": 8,      # LLAMA_FTYPE_MOSTLY_Q5_0: Q5_0 (and Q6_K for the tied embedding)
+}
+
+
+def make_kquant_models(names=None):
+    """Writes models/tiny-<kquant>.gguf (see KQUANT_VARIANTS); needs llama-cpp-python."""
+    import tempfile
+    import llama_cpp
+    os.makedirs(OUT_DIR, exist_ok=True)
+    tokens, toktypes, merges = build_vocab()
+    rng = np.random.default_rng(KQ_SEED)
+    head_dim = KQ_N_EMBD // KQ_N_HEAD
+
+    def mat(n_out, n_in, gain):
+        return (rng.standard_normal((n_out, n_in)) * gain / np.sqrt(n_in)).astype(np.float32)
+
+    def norm():
+        return (1.0 + 0.1 * rng.standard_normal(KQ_N_EMBD)).astype(np.float32)
+
+    # Tied output: logit std ~ std * sqrt(n_embd), as for the narrow models (0.35 * sqrt(64)).
+    w = {"token_embd.weight": (rng.standard_normal((len(tokens), KQ_N_EMBD)) * EMBD_STD * np.sqrt(N_EMBD / KQ_N_EMBD)).astype(np.float32)}
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        w[p + "attn_norm.weight"] = norm()
+        w[p + "attn_q.weight"] = mat(KQ_N_HEAD * head_dim, KQ_N_EMBD, 2.0)
+        w[p + "attn_k.weight"] = mat(KQ_N_HEAD_KV * head_dim, KQ_N_EMBD, 2.0)
+        w[p + "attn_v.weight"] = mat(KQ_N_HEAD_KV * head_dim, KQ_N_EMBD, 1.0)
+        w[p + "attn_output.weight"] = mat(KQ_N_EMBD, KQ_N_HEAD * head_dim, 1.0)
+        w[p + "ffn_norm.weight"] = norm()
+        w[p + "ffn_gate.weight"] = mat(KQ_N_FF, KQ_N_EMBD, 1.0)
+        w[p + "ffn_up.weight"] = mat(KQ_N_FF, KQ_N_EMBD, 1.0)
+        w[p + "ffn_down.weight"] = mat(KQ_N_EMBD, KQ_N_FF, 1.0)
+    w["output_norm.weight"] = norm()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f32 = os.path.join(tmp, "tiny-kquant-f32.gguf")
+        wr = gguf.GGUFWriter(f32, "llama")
+        wr.add_name("tiny-kquant")
+        wr.add_type("model")
+        wr.add_context_length(N_CTX)
+        wr.add_embedding_length(KQ_N_EMBD)
+        wr.add_block_count(N_LAYER)
+        wr.add_feed_forward_length(KQ_N_FF)
+        wr.add_head_count(KQ_N_HEAD)
+        wr.add_head_count_kv(KQ_N_HEAD_KV)
+        wr.add_rope_freq_base(10000.0)
+        wr.add_layer_norm_rms_eps(1e-5)
+        wr.add_rope_dimension_count(head_dim)
+        wr.add_vocab_size(len(tokens))
+        wr.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre("smollm")
+        wr.add_token_list(tokens)
+        wr.add_token_types(toktypes)
+        wr.add_token_merges(merges)
+        wr.add_bos_token_id(1)
+        wr.add_eos_token_id(2)
+        wr.add_unk_token_id(0)
+        wr.add_pad_token_id(2)
+        wr.add_add_bos_token(False)
+        wr.add_add_space_prefix(False)
+        wr.add_chat_template(CHAT_TEMPLATE)
+        for name, arr in w.items():
+            wr.add_tensor(name, arr)
+        wr.write_header_to_file()
+        wr.write_kv_data_to_file()
+        wr.write_tensors_to_file()
+        wr.close()
+        for name, ftype in KQUANT_VARIANTS.items():
+            if names and name not in names:
+                continue
+            path = os.path.join(OUT_DIR, name + ".gguf")
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = ftype
+            params.nthread = 2
+            rc = llama_cpp.llama_model_quantize(f32.encode(), path.encode(), params)
+            assert rc == 0, (name, rc)
+            r = gguf.GGUFReader(path)
+            counts = collections.Counter(t.tensor_type.name for t in r.tensors)
+            print(f"{path}: {os.path.getsize(path)} bytes, tensor types {dict(sorted(counts.items()))}")
+            check_float64(path)
+            check_llamacpp(path)
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     tokens, toktypes, merges = build_vocab()
@@ -567,4 +668,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--kquants" in sys.argv[1:]:   # only the K-quant models (make_kquant_models)
+        make_kquant_models([a for a in sys.argv[1:] if not a.startswith("--")])
+    else:
+        main()

@@ -1,13 +1,23 @@
 #!/usr/bin/env python3
-"""Golden data for GGML block (de)quantization: F32, F16, BF16, Q4_0, Q4_1, Q8_0.
+"""Golden data for GGML block (de)quantization: F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+Q5_1, Q8_0 (quantized and dequantized) and Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (dequantized).
 
 Produces Tests/Golden/quant/:
   <TYPE>.input.f32    raw little-endian float32 input, ROWS x COLS, row-major
+                      (types gguf-py can quantize)
   <TYPE>.quant.bin    raw bytes returned by gguf.quants.quantize(input, TYPE)
-                      (ggml block layout, rows back to back)
+                      (ggml block layout, rows back to back); for the K-quants,
+                      random but valid super-blocks (see make_kquant_blocks)
   <TYPE>.dequant.f32  raw little-endian float32 from gguf.quants.dequantize(quant, TYPE)
-  manifest.json       rows, cols, file names, sha256 of each file, the gguf-py
-                      version and a description of every 32-value block.
+  manifest.json       rows, cols per type, file names, sha256 of each file, the gguf-py
+                      version and a description of every 32-value block (and of
+                      every K-quant super-block).
+
+gguf-py has no quantizer for the K-quants, so their bytes are made directly:
+random bytes (every bit pattern of codes, scales and mins is a valid block) with
+the half-precision d (and dmin) fields overwritten by finite values, plus edge
+cases (all-zero and all-one bits, d = -0, subnormal d, negative dmin, the
+largest half).  That is enough to test dequantization bit for bit.
 
 Independent reference: gguf-py (the `gguf` package from the llama.cpp project);
 its quantize_blocks/dequantize_blocks for these types reproduce ggml's reference
@@ -37,7 +47,13 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants
 
 ROWS, COLS, BLOCK = 12, 96, 32
-TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"]
+TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+KQUANT_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+# K-quant golden rows: 8 rows of 512 values (2 super-blocks of 256 per row).
+K_ROWS, K_COLS, QK_K = 8, 512, 256
+# Byte offsets of the half-precision d and dmin in each K-quant super-block
+# (ggml-common.h: block_q2_K ... block_q6_K).
+K_SCALE_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108, None), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208, None)}
 OUT_DIR = os.path.join("Tests", "Golden", "quant")
 SEED = 20240601
 
@@ -196,6 +212,86 @@ def ggml_c_crosscheck(data, results):
     return out
 
 
+def make_kquant_blocks(name, rng):
+    """K_ROWS * K_COLS / 256 super-blocks of `name`: random bytes with finite d/dmin,
+    then edge cases. Returns (bytes (K_ROWS, row bytes), labels)."""
+    qt = T[name]
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
+    n = K_ROWS * K_COLS // block_size
+    blocks = rng.integers(0, 256, size=(n, type_size), dtype=np.uint8)
+    d_off, m_off = K_SCALE_FIELDS[name]
+
+    def put(i, off, value):
+        blocks[i, off:off + 2] = np.array([value], dtype="<f2").view(np.uint8)
+
+    labels = []
+    n_edge = 6
+    for i in range(n - n_edge):
+        put(i, d_off, rng.choice([-1, 1]) * 10 ** rng.uniform(-4, -1))
+        if m_off is not None:
+            put(i, m_off, 10 ** rng.uniform(-4, -1))
+        labels.append("random bytes, d (and dmin) random finite")
+    e = n - n_edge
+    blocks[e] = 0
+    put(e, d_off, 0.5)
+    labels.append("all code, scale and min bits 0, d = 0.5")
+    blocks[e + 1] = 0xFF
+    put(e + 1, d_off, 0.01)
+    if m_off is not None:
+        put(e + 1, m_off, 0.02)
+    labels.append("all code, scale and min bits 1, d = 0.01, dmin = 0.02")
+    put(e + 2, d_off, -0.0)
+    if m_off is not None:
+        put(e + 2, m_off, -0.0)
+    labels.append("random bytes, d = -0.0 (and dmin = -0.0)")
+    put(e + 3, d_off, 3e-7)
+    if m_off is not None:
+        put(e + 3, m_off, 5e-8)
+    labels.append("random bytes, subnormal d (and dmin)")
+    put(e + 4, d_off, 65504.0)
+    if m_off is not None:
+        put(e + 4, m_off, -65504.0)
+    labels.append("random bytes, d = 65504 (largest half), dmin = -65504")
+    put(e + 5, d_off, -0.03)
+    if m_off is not None:
+        put(e + 5, m_off, -0.002)
+    labels.append("random bytes, negative d and dmin")
+    return blocks.reshape(K_ROWS, -1), labels
+
+
+def ggml_c_kquant_crosscheck(results):
+    """ggml's own to_float for the K-quant golden bytes (libggml-base from llama-cpp-python)."""
+    import ctypes
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+
+    class Traits(ctypes.Structure):
+        _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                    ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                    ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                    ("from_float_ref", ctypes.c_void_p)]
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(Traits)
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    to_float_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+    out = {"library": "libggml-base from llama-cpp-python " + llama_cpp.__version__, "types": {}}
+    for name, (qbytes, deq) in results.items():
+        ref = np.ascontiguousarray(qbytes.reshape(-1))
+        c_deq = np.zeros(K_ROWS * K_COLS, dtype=np.float32)
+        to_float_t(lib.ggml_get_type_traits(int(T[name])).contents.to_float)(ref.ctypes.data, c_deq.ctypes.data, K_ROWS * K_COLS)
+        ours = deq.reshape(-1)
+        bits = c_deq.view(np.uint32) != ours.view(np.uint32)
+        close = np.abs(c_deq.astype(np.float64) - ours.astype(np.float64)) <= 1e-6 * np.maximum(1, np.abs(ours.astype(np.float64)))
+        out["types"][name] = {"dequant_bitwise_identical": bool(not bits.any()),
+                              "values_differing_in_bits": int(bits.sum()),
+                              "all_within_1e-6_relative": bool(close.all())}
+        print(f"  ggml C cross-check {name}: dequant bitwise identical={not bits.any()} "
+              f"({int(bits.sum())} values differ in their bits, all within 1e-6 relative={bool(close.all())})")
+    return out
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -250,15 +346,42 @@ def main():
             "max_abs_error": float(err.max()),
         }
         print(f"{name:5s} quant bytes/row={qbytes.shape[1]:4d} max|deq-in|={err.max():.6g}")
+    rng = np.random.default_rng(SEED + 1)
+    kresults = {}
+    for name in KQUANT_TYPES:
+        qt = T[name]
+        qbytes, klabels = make_kquant_blocks(name, rng)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qt]
+        deq = quants.dequantize(qbytes, qt).reshape(K_ROWS, K_COLS).astype("<f4")
+        assert np.all(np.isfinite(deq)), name
+        kresults[name] = (qbytes, deq)
+        files = {"quant": f"{name}.quant.bin", "dequant": f"{name}.dequant.f32"}
+        qbytes.tofile(os.path.join(OUT_DIR, files["quant"]))
+        deq.tofile(os.path.join(OUT_DIR, files["dequant"]))
+        manifest["types"][name] = {
+            "ggml_type_id": int(qt),
+            "rows": K_ROWS, "cols": K_COLS,
+            "block_size": block_size, "type_size": type_size,
+            "bytes_per_row": int(qbytes.shape[1]),
+            "files": files,
+            "sha256": {k: sha256(os.path.join(OUT_DIR, v)) for k, v in files.items()},
+            "super_blocks": klabels,
+        }
+        print(f"{name:5s} random valid super-blocks, bytes/row={qbytes.shape[1]:4d}")
     cc = ggml_c_crosscheck(data, results)
     if cc is not None:
         cc["note"] = ("Expected differences are confined to block 13 (zeros, -0.0 at even indices): "
-                      "the sign of a zero f16 field. Q4_0: ggml C keeps its initial max=+0.0 (it "
+                      "the sign of a zero f16 field (the same for Q5_0 as for Q4_0, and for Q5_1 as for Q4_1). Q4_0: ggml C keeps its initial max=+0.0 (it "
                       "replaces max only when |v| > amax), so d = +0.0/-8 = -0.0 (0x8000); gguf-py "
                       "takes the first element, max=-0.0, so d = +0.0. Q4_1: ggml C's min is the first "
                       "element -0.0 (0x8000); numpy's min() returned +0.0 (signed-zero order is not "
                       "specified for numpy min). Dequantized values are zeros either way.")
         manifest["ggml_c_crosscheck"] = cc
+    kcc = ggml_c_kquant_crosscheck(kresults)
+    if kcc is not None:
+        kcc["note"] = ("The K-quant golden bytes dequantized by ggml's own to_float, compared bit "
+                       "for bit with gguf-py's dequantize (the golden values).")
+        manifest["ggml_c_kquant_crosscheck"] = kcc
     with open(os.path.join(OUT_DIR, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
