@@ -1,15 +1,10 @@
-// LLaMA forward pass; reference: llama.cpp's llm_build_llama.
+// The forward pass of every architecture; reference: llama.cpp's llm_build_* graphs.
 //
 // One token's path, top to bottom:
-//   x = token_embd[token]                                   (dim)
-//   for each block:
-//     xb = rmsnorm(x) ⊙ attn_norm
-//     q = Wq·xb, k = Wk·xb, v = Wv·xb                         (qDim), (kvDim), (kvDim)
-//     rotate q and k by the token's position (RoPE, adjacent pairs: llama.cpp's "norm" mode)
-//     per head h: softmax(q_h·K_gᵀ / √headDim, causal) · V_g, g = h / groupSize
-//     x += Wo·attention
-//     xb = rmsnorm(x) ⊙ ffn_norm
-//     x += Wdown·(silu(Wgate·xb) ⊙ Wup·xb)
+//   x = token_embd[token] · embeddingScale                  (dim)
+//   for each block: the architecture's `block` (Architectures/), made of the steps in
+//     BlockPass.swift: norms, attention (projections, biases, per-head norms, rotation,
+//     grouped-query attention with an optional window), gated feed-forward, residual adds
 //   logits = output · (rmsnorm(x) ⊙ output_norm)             (vocab)
 //
 // Tokens of all sequences in a batch travel together (rows of x), so every weight
@@ -100,8 +95,11 @@ public final class RunState {
     let up: FloatBuffer              /// (capacity, ffnDim)
     let scores: FloatBuffer          /// (threads, min(capacity, ctx), ctx) attention probabilities
     let scoreStride: Int
-    let ropeCos: FloatBuffer         /// (ctx, headDim / 2)
-    let ropeSin: FloatBuffer         /// (ctx, headDim / 2)
+    /// Per distinct rotary base (`config.ropeBases`): (ctx, headDim / 2) cosines and sines.
+    let ropeCos: [FloatBuffer]
+    let ropeSin: [FloatBuffer]
+    /// Per block: its table in ropeCos/ropeSin.
+    let ropeTable: [Int]
     public let scratch: MatmulScratch
     public let cache: KVCache?
     let threads: Int
@@ -128,23 +126,33 @@ public final class RunState {
         scores = FloatBuffer(count: threads * scoreStride)
         scratch = MatmulScratch(tileRows: tileRows, cols: max(c.dim, c.ffnDim, c.qDim))
 
-        // Rotation angles: position p, pair i turns by p · base^(−2i / ropeDim), in double precision.
+        // Rotation angles: position p, pair i turns by p · base^(−2i / ropeDim), in double
+        // precision, one table per rotary base.
         let half = c.headDim / 2
-        ropeCos = FloatBuffer(count: contextLength * half)
-        ropeSin = FloatBuffer(count: contextLength * half)
-        for p in 0..<contextLength {
-            for i in 0..<half {
-                let theta = Double(p) * pow(Double(c.ropeBase), -2 * Double(i) / Double(c.ropeDim))
-                ropeCos[p * half + i] = Float(cos(theta))
-                ropeSin[p * half + i] = Float(sin(theta))
+        let bases = c.ropeBases
+        ropeTable = c.layerAttention.map { a in bases.firstIndex(of: a.ropeBase)! }
+        var cosines = [FloatBuffer](), sines = [FloatBuffer]()
+        for base in bases {
+            let cosTable = FloatBuffer(count: contextLength * half)
+            let sinTable = FloatBuffer(count: contextLength * half)
+            for p in 0..<contextLength {
+                for i in 0..<half {
+                    let theta = Double(p) * pow(Double(base), -2 * Double(i) / Double(c.ropeDim))
+                    cosTable[p * half + i] = Float(cos(theta))
+                    sinTable[p * half + i] = Float(sin(theta))
+                }
             }
+            cosines.append(cosTable)
+            sines.append(sinTable)
         }
+        ropeCos = cosines
+        ropeSin = sines
         cache = cacheSlots > 0 ? KVCache(config: c, slots: cacheSlots, contextLength: contextLength) : nil
     }
 
     /// Bytes of every buffer this state owns.
     public var byteCount: Int {
-        [x, xb, q, k, v, attention, projected, gate, up, scores, ropeCos, ropeSin].reduce(0) { $0 + $1.byteCount }
+        ([x, xb, q, k, v, attention, projected, gate, up, scores] + ropeCos + ropeSin).reduce(0) { $0 + $1.byteCount }
             + scratch.byteCount + (cache?.byteCount ?? 0)
     }
 
@@ -153,7 +161,7 @@ public final class RunState {
                                       tileRows: Int = RunState.tileRows) -> Int {
         let perToken = 3 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim
         let scores = max(1, Parallel.threadCount) * min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
-        let rope = contextLength * c.headDim
+        let rope = contextLength * c.headDim * c.ropeBases.count
         let tile = tileRows * max(c.dim, c.ffnDim, c.qDim)
         let cache = cacheSlots * c.layerCount * contextLength * c.kvDim * 2
         return 4 * (capacity * perToken + scores + rope + tile + cache)
@@ -216,7 +224,8 @@ extension LlamaModel {
         Profile.measure(.finalNorm) { finalNorm(batch, state) }
     }
 
-    /// x[t] = embedding of token t (extra tokens from their variant's table).
+    /// x[t] = embedding of token t (extra tokens from their variant's table), times the
+    /// architecture's embedding scale.
     public func embed(_ batch: Batch, _ state: RunState, extra: ExtraTokens? = nil, weights: WeightSource? = nil) {
         let dim = config.dim
         let source = weights ?? self
@@ -230,121 +239,30 @@ extension LlamaModel {
                 } else {
                     source.embedding(id, into: row)
                 }
-            }
-        }
-    }
-
-    /// One transformer block, in place on `state.x`.
-    public func block(_ l: Int, _ w: LayerWeights, _ batch: Batch, _ state: RunState) {
-        let c = config
-        let n = batch.count
-        let s = state
-
-        // Attention norm: xb = rmsnorm(x) ⊙ attn_norm
-        Profile.measure(.attnNorm) { normRows(n, weight: w.attnNorm, s) }
-
-        // Projections: q (n, qDim), k and v (n, kvDim)
-        Profile.measure(.qkv) {
-            matmul(sharing: s.xb.pointer, n: n, scratch: s.scratch,
-                   [MatmulOutput(w.wq, s.q.pointer), MatmulOutput(w.wk, s.k.pointer), MatmulOutput(w.wv, s.v.pointer)])
-        }
-
-        // Rotary embeddings of q and k at each token's position
-        Profile.measure(.rope) {
-            for span in batch.spans {
-                rotate(s.q.pointer + span.start * c.qDim, heads: c.headCount, span: span, s)
-                rotate(s.k.pointer + span.start * c.kvDim, heads: c.kvHeadCount, span: span, s)
-            }
-        }
-
-        // Keys and values of cached sequences join their slot's earlier positions
-        if let cache = s.cache {
-            Profile.measure(.kvCache) {
-                for span in batch.spans {
-                    guard let slot = span.cacheSlot else { continue }
-                    let o = cache.offset(slot: slot, layer: l) + span.position * c.kvDim
-                    (cache.keys.pointer + o).update(from: s.k.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
-                    (cache.values.pointer + o).update(from: s.v.pointer + span.start * c.kvDim, count: span.count * c.kvDim)
+                if config.embeddingScale != 1 {
+                    for j in 0..<dim { row[j] *= config.embeddingScale }
                 }
             }
         }
-
-        // Attention, per (block of queries, sequence, head), spread over threads. The
-        // causal mask makes later query blocks longer, so they are handed out first;
-        // items past a shorter sequence's last block are empty.
-        Profile.measure(.attention) {
-            let blocks = batch.spans.map { ($0.count + Self.queryBlock - 1) / Self.queryBlock }.max() ?? 0
-            let perBlock = batch.spans.count * c.headCount
-            BLAS.useOneThread()
-            let run = { (item: Int, thread: Int) in
-                let block = blocks - 1 - item / perBlock
-                let span = batch.spans[item % perBlock / c.headCount]
-                guard block * Self.queryBlock < span.count else { return }
-                self.attend(span, head: item % c.headCount, queries: block * Self.queryBlock, layer: l, s,
-                       scores: s.scores.pointer + thread * s.scoreStride)
-            }
-            if Parallel.threadCount <= s.threads {
-                Parallel.forEachOnThread(blocks * perBlock, run)
-            } else {
-                for item in 0..<(blocks * perBlock) { run(item, 0) }
-            }
-        }
-
-        // Output projection and residual: x += Wo · attention
-        Profile.measure(.wo) { matmul(w.wo, s.attention.pointer, n: n, s.projected.pointer, scratch: s.scratch) }
-        Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
-
-        // Feed-forward norm: xb = rmsnorm(x) ⊙ ffn_norm
-        Profile.measure(.ffnNorm) { normRows(n, weight: w.ffnNorm, s) }
-
-        // SwiGLU: gate = silu(Wgate·xb) ⊙ (Wup·xb)
-        Profile.measure(.gateUp) {
-            matmul(sharing: s.xb.pointer, n: n, scratch: s.scratch,
-                   [MatmulOutput(w.wGate, s.gate.pointer), MatmulOutput(w.wUp, s.up.pointer)])
-        }
-        Profile.measure(.silu) {
-            Parallel.forRanges(n * c.ffnDim, granule: 1024) { range in
-                siluMultiply(s.gate.pointer + range.lowerBound, s.up.pointer + range.lowerBound, count: range.count)
-            }
-        }
-
-        // Down projection and residual: x += Wdown · gate
-        Profile.measure(.wDown) { matmul(w.wDown, s.gate.pointer, n: n, s.projected.pointer, scratch: s.scratch) }
-        Profile.measure(.residual) { add(s.projected.pointer, into: s.x.pointer, count: n * c.dim) }
     }
 
-    /// xb[t] = rmsnorm(x[t]) ⊙ weight for the first `n` rows, across threads.
-    func normRows(_ n: Int, weight: UnsafePointer<Float>, _ state: RunState) {
-        let c = config
-        Parallel.forRanges(n) { range in
-            for t in range {
-                rmsNorm(state.x.pointer + t * c.dim, weight: weight, count: c.dim, eps: c.rmsEps, into: state.xb.pointer + t * c.dim)
-            }
-        }
+    /// One transformer block, in place on `state.x`: the architecture's steps.
+    public func block(_ l: Int, _ w: LayerWeights, _ batch: Batch, _ state: RunState) {
+        architecture.block(BlockPass(model: self, layer: l, w: w, batch: batch, state: state))
     }
 
     /// Final norm: xb = rmsnorm(x) ⊙ output_norm, the input of the output projection.
     public func finalNorm(_ batch: Batch, _ state: RunState) {
-        normRows(batch.count, weight: outputNorm.pointer, state)
+        normRows(batch.count, state.x.pointer, weight: outputNorm.pointer, width: config.dim, into: state.xb.pointer)
     }
 
-    /// Rotates each head of each token of `span` (rows of `heads × headDim` at `base`)
-    /// by its position: pairs (2i, 2i+1), angle p · base^(−2i/ropeDim).
-    private func rotate(_ base: UnsafeMutablePointer<Float>, heads: Int, span: SequenceSpan, _ s: RunState) {
-        let hd = config.headDim
-        let half = hd / 2
-        for i in 0..<span.count {
-            let cosp = s.ropeCos.pointer + (span.position + i) * half
-            let sinp = s.ropeSin.pointer + (span.position + i) * half
-            let row = base + i * heads * hd
-            for h in 0..<heads {
-                let v = row + h * hd
-                for j in 0..<half {
-                    let a = v[2 * j]
-                    let b = v[2 * j + 1]
-                    v[2 * j] = a * cosp[j] - b * sinp[j]
-                    v[2 * j + 1] = a * sinp[j] + b * cosp[j]
-                }
+    /// out[t] = rmsnorm(x[t]) ⊙ weight for `n` rows of `width`, across threads (in place allowed).
+    func normRows(_ n: Int, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, width: Int,
+                  into out: UnsafeMutablePointer<Float>) {
+        let eps = config.rmsEps
+        Parallel.forRanges(n) { range in
+            for t in range {
+                rmsNorm(x + t * width, weight: weight, count: width, eps: eps, into: out + t * width)
             }
         }
     }
@@ -354,9 +272,10 @@ extension LlamaModel {
     static let queryBlock = 64
 
     /// Causal attention of one head over queries `queries..<queries + queryBlock` of one
-    /// sequence, into `state.attention`. `scores` has room for queryBlock × keys.
-    private func attend(_ span: SequenceSpan, head h: Int, queries first: Int, layer l: Int, _ s: RunState,
-                        scores: UnsafeMutablePointer<Float>) {
+    /// sequence, into `state.attention`. `scores` has room for queryBlock × keys. A query
+    /// at position p sees keys at positions p − window < k ≤ p (window: the block's, or none).
+    func attend(_ span: SequenceSpan, head h: Int, queries first: Int, layer l: Int, _ s: RunState,
+                scores: UnsafeMutablePointer<Float>) {
         let c = config
         let hd = c.headDim
         let g = h / c.groupSize
@@ -380,38 +299,45 @@ extension LlamaModel {
         let count = min(Self.queryBlock, span.count - first)
         let queries = s.q.pointer + (span.start + first) * c.qDim + h * hd
         let out = s.attention.pointer + (span.start + first) * c.qDim + h * hd
-        // Keys the last query of the block can see; later keys are masked for every query here.
-        let seen = min(keyCount, span.position + first + count - firstKeyPosition)
+        let window = c.layerAttention[l].window ?? Int.max
+        // Keys (as indices into `keys`) that query i of the block sees: lower(i)..<upper(i).
+        func upper(_ i: Int) -> Int { span.position + first + i - firstKeyPosition + 1 }
+        func lower(_ i: Int) -> Int { window == Int.max ? 0 : max(0, upper(i) - window) }
+        // Keys some query of the block sees: from the first query's lowest to the last one's highest.
+        let low = lower(0)
+        let seen = min(keyCount, upper(count - 1)) - low
 
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = c.attentionScale
         if count < 4 {
             // A few queries (generation): dot products and a weighted sum of value rows,
             // cheaper than sgemm's packing at this size.
             for i in 0..<count {
-                let visible = span.position + first + i - firstKeyPosition + 1
+                let lo = lower(i), visible = upper(i) - lo
                 let q = queries + i * c.qDim
-                for j in 0..<visible { scores[j] = scale * dotF32(q, keys + j * c.kvDim, count: hd) }
+                for j in 0..<visible { scores[j] = scale * dotF32(q, keys + (lo + j) * c.kvDim, count: hd) }
                 softmax(scores, count: visible)
-                weightedSum(scores, rows: values, stride: c.kvDim, count: visible, width: hd, into: out + i * c.qDim)
+                weightedSum(scores, rows: values + lo * c.kvDim, stride: c.kvDim, count: visible, width: hd,
+                            into: out + i * c.qDim)
             }
             return
         }
 
-        // Scores (count, seen) = Q_h (count, hd) · K_g[0..<seen]ᵀ / √hd
+        // Scores (count, seen) = scale · Q_h (count, hd) · K_g[low..<low+seen]ᵀ
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(seen), Int32(hd),
-                    scale, queries, Int32(c.qDim), keys, Int32(c.kvDim), 0, scores, Int32(seen))
+                    scale, queries, Int32(c.qDim), keys + low * c.kvDim, Int32(c.kvDim), 0, scores, Int32(seen))
 
-        // Causal mask and softmax: query i sees keys at positions ≤ its own; the rest weigh 0
+        // Mask and softmax: query i sees keys lower(i)..<upper(i); the rest weigh 0
         for i in 0..<count {
             let row = scores + i * seen
-            let visible = span.position + first + i - firstKeyPosition + 1
-            softmax(row, count: visible)
-            for j in visible..<seen { row[j] = 0 }
+            let lo = lower(i) - low, hi = upper(i) - low
+            for j in 0..<lo { row[j] = 0 }
+            softmax(row + lo, count: hi - lo)
+            for j in hi..<seen { row[j] = 0 }
         }
 
-        // Output (count, hd) = P (count, seen) · V_g[0..<seen] (seen, hd)
+        // Output (count, hd) = P (count, seen) · V_g[low..<low+seen] (seen, hd)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(seen),
-                    1, scores, Int32(seen), values, Int32(c.kvDim), 0, out, Int32(c.qDim))
+                    1, scores, Int32(seen), values + low * c.kvDim, Int32(c.kvDim), 0, out, Int32(c.qDim))
     }
 }
 

@@ -49,6 +49,8 @@ public final class Generator {
 
         // One token at a time.
         while output.count < maxTokens {
+            // Padding rows of the embedding are no tokens: never sampled.
+            for id in model.paddingRows { logits[id] = -.infinity }
             let next = sampler.sample(logits.pointer, count: logits.count)
             if model.tokenizer.isEndOfGeneration(next) { break }
             output.append(next)

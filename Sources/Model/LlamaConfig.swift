@@ -1,9 +1,41 @@
-// Hyperparameters of the llama architecture, read from GGUF metadata in one place;
-// reference: llama.cpp's llm_load_hparams (keys prefixed by general.architecture).
+// Hyperparameters of a model, whatever its architecture: widths, and the choices the
+// shared blocks take as data (rotation mode, attention scale and windows, activation,
+// embedding scale). Each architecture file (Architectures/) fills one from the GGUF
+// metadata; reference: llama.cpp's llm_load_hparams.
 
 import GGUF
 
+/// How the rotary embedding pairs the dimensions of a head (llama.cpp's rope types).
+public enum RopeMode: Sendable, Equatable {
+    /// Adjacent pairs (2i, 2i+1): LLAMA_ROPE_TYPE_NORM (llama).
+    case adjacentPairs
+    /// Pairs (i, i + headDim/2), the two halves of the head: LLAMA_ROPE_TYPE_NEOX (qwen2, gemma3).
+    case halves
+}
+
+/// The nonlinearity of the gated feed-forward block: down(act(gate·x) ⊙ up·x).
+public enum GatedActivation: Sendable, Equatable {
+    /// SiLU, x·σ(x) (SwiGLU).
+    case silu
+    /// GELU with the tanh approximation (GeGLU).
+    case geluTanh
+}
+
+/// The attention of one block: which keys a query sees, and the rotary base.
+public struct LayerAttention: Sendable, Equatable {
+    /// Keys at q_pos − k_pos ≥ window are masked; nil: every earlier key is seen.
+    public var window: Int?
+    public var ropeBase: Float
+
+    public init(window: Int? = nil, ropeBase: Float) {
+        self.window = window
+        self.ropeBase = ropeBase
+    }
+}
+
 public struct LlamaConfig: Equatable, Sendable {
+    /// `general.architecture`.
+    public var architecture: String
     /// Model width (`embedding_length`).
     public var dim: Int
     /// Transformer blocks (`block_count`).
@@ -20,20 +52,39 @@ public struct LlamaConfig: Equatable, Sendable {
     public var vocabSize: Int
     /// Longest sequence the model was trained for (`context_length`).
     public var contextLength: Int
-    /// Rotary base (`rope.freq_base`; default 10000).
+    /// Rotary base of full-attention blocks (`rope.freq_base`; default 10000).
     public var ropeBase: Float
     /// Dimensions rotated in each head (`rope.dimension_count`; default: headDim).
     public var ropeDim: Int
     /// RMSNorm epsilon (`attention.layer_norm_rms_epsilon`; default 1e-5).
     public var rmsEps: Float
+    public var ropeMode: RopeMode
+    /// Multiplies q·k before the softmax (usually 1/√headDim).
+    public var attentionScale: Float
+    public var activation: GatedActivation
+    /// Multiplies the token embeddings at the input (not the tied output rows).
+    public var embeddingScale: Float
+    /// Per block: its window and rotary base.
+    public var layerAttention: [LayerAttention]
 
     public var qDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
     /// Query heads per key/value head.
     public var groupSize: Int { headCount / kvHeadCount }
+    /// The distinct rotary bases, in order of first use (one table of angles each).
+    public var ropeBases: [Float] {
+        var out = [Float]()
+        for a in layerAttention where !out.contains(a.ropeBase) { out.append(a.ropeBase) }
+        return out
+    }
 
-    public init(dim: Int, layerCount: Int, headCount: Int, kvHeadCount: Int, headDim: Int, ffnDim: Int,
-                vocabSize: Int, contextLength: Int, ropeBase: Float, ropeDim: Int, rmsEps: Float) {
+    /// Llama's choices unless given: adjacent pairs, 1/√headDim, SiLU, no embedding scale,
+    /// full attention at `ropeBase` in every block.
+    public init(architecture: String = "llama", dim: Int, layerCount: Int, headCount: Int, kvHeadCount: Int, headDim: Int,
+                ffnDim: Int, vocabSize: Int, contextLength: Int, ropeBase: Float, ropeDim: Int, rmsEps: Float,
+                ropeMode: RopeMode = .adjacentPairs, attentionScale: Float? = nil, activation: GatedActivation = .silu,
+                embeddingScale: Float = 1, layerAttention: [LayerAttention]? = nil) {
+        self.architecture = architecture
         self.dim = dim
         self.layerCount = layerCount
         self.headCount = headCount
@@ -45,45 +96,21 @@ public struct LlamaConfig: Equatable, Sendable {
         self.ropeBase = ropeBase
         self.ropeDim = ropeDim
         self.rmsEps = rmsEps
+        self.ropeMode = ropeMode
+        self.attentionScale = attentionScale ?? 1 / Float(headDim).squareRoot()
+        self.activation = activation
+        self.embeddingScale = embeddingScale
+        self.layerAttention = layerAttention ?? Array(repeating: LayerAttention(ropeBase: ropeBase), count: layerCount)
     }
 
-    /// Reads the hyperparameters; `vocabSize` comes from the token embedding's shape.
+    /// Reads the hyperparameters of the file's architecture; `vocabSize` comes from the
+    /// token embedding's shape.
     public init(metadata m: GGUFMetadata, vocabSize: Int) throws(ModelError) {
-        guard let arch = m.string("general.architecture") else { throw .missingKey("general.architecture") }
-        guard arch == "llama" else { throw .unsupportedArchitecture(arch) }
-        func required(_ key: String) throws(ModelError) -> Int {
-            guard let v = m.int("\(arch).\(key)") else { throw .missingKey("\(arch).\(key)") }
-            guard v > 0 else { throw .invalidHyperparameter(key: "\(arch).\(key)", value: "\(v)", why: "must be positive") }
-            return v
+        guard let value = m["general.architecture"] else { throw .missingKey("general.architecture") }
+        guard let name = value.stringValue else {
+            throw .keyType(key: "general.architecture", expected: "a string", found: "\(value.type)")
         }
-        dim = try required("embedding_length")
-        layerCount = try required("block_count")
-        headCount = try required("attention.head_count")
-        ffnDim = try required("feed_forward_length")
-        contextLength = try required("context_length")
-        kvHeadCount = m.int("\(arch).attention.head_count_kv") ?? headCount
-        headDim = m.int("\(arch).attention.key_length") ?? dim / headCount
-        ropeDim = m.int("\(arch).rope.dimension_count") ?? headDim
-        ropeBase = m.float("\(arch).rope.freq_base") ?? 10000
-        rmsEps = m.float("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-5
-        self.vocabSize = vocabSize
-
-        guard kvHeadCount > 0, headCount % kvHeadCount == 0 else {
-            throw .invalidHyperparameter(key: "\(arch).attention.head_count_kv", value: "\(kvHeadCount)",
-                                         why: "must divide head_count \(headCount)")
-        }
-        if let v = m.int("\(arch).attention.value_length"), v != headDim {
-            throw .unsupportedFeature("'\(arch).attention.value_length' (\(v)) differs from key_length (\(headDim)); not supported")
-        }
-        guard ropeDim == headDim else {
-            throw .unsupportedFeature("partial rotary embeddings (rope.dimension_count \(ropeDim) of head width \(headDim)) are not supported")
-        }
-        guard headDim % 2 == 0, dim % 32 == 0, ffnDim % 32 == 0, qDim % 32 == 0 else {
-            throw .invalidHyperparameter(key: "\(arch).embedding_length", value: "\(dim)",
-                                         why: "widths must be multiples of 32 (dim \(dim), ffn \(ffnDim), heads×width \(qDim))")
-        }
-        if let scaling = m.string("\(arch).rope.scaling.type"), scaling != "none" {
-            throw .unsupportedFeature("rope scaling '\(scaling)' is not supported")
-        }
+        let arch = try Architectures.named(name)
+        self = try arch.config(Hyperparameters(metadata: m, architecture: name), vocabSize: vocabSize)
     }
 }

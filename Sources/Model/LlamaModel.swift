@@ -1,6 +1,6 @@
-// LLaMA weights from a GGUF file; reference: llama.cpp's llm_load_tensors for LLM_ARCH_LLAMA.
-// Matrices stay in the file's block format inside the mapping; only the small norm
-// vectors are copied out as floats.
+// A model's weights from a GGUF file, for any supported architecture; reference:
+// llama.cpp's llm_load_tensors. Matrices stay in the file's block format inside the
+// mapping; only the small vectors (norms, biases) are copied out as floats.
 
 import GGUF
 import Quant
@@ -26,6 +26,8 @@ public struct LayerTensors: Sendable {
     public let wGate: MatrixTensor    /// (ffnDim, dim)
     public let wUp: MatrixTensor      /// (ffnDim, dim)
     public let wDown: MatrixTensor    /// (dim, ffnDim)
+    /// The architecture's other per-block vectors (biases, q/k norms, post norms).
+    public let vectors: [BlockVector: FloatBuffer]
 
     public var matrices: [MatrixTensor] { [wq, wk, wv, wo, wGate, wUp, wDown] }
 }
@@ -36,6 +38,12 @@ public struct LayerWeights {
     public var attnNorm: UnsafePointer<Float>
     public var ffnNorm: UnsafePointer<Float>
     public var wq, wk, wv, wo, wGate, wUp, wDown: WeightMatrix
+    /// (qDim), (kvDim), (kvDim); nil when the architecture has no biases.
+    public var qBias, kBias, vBias: UnsafePointer<Float>?
+    /// (headDim) each; per-head RMSNorm weights of q and k.
+    public var qNorm, kNorm: UnsafePointer<Float>?
+    /// (dim) each; norms of the attention and feed-forward outputs.
+    public var postAttentionNorm, postFFNNorm: UnsafePointer<Float>?
 
     /// The matrices in `LayerTensors.matrices` order: wq, wk, wv, wo, wGate, wUp, wDown.
     public subscript(matrix i: Int) -> WeightMatrix {
@@ -56,6 +64,8 @@ public struct LayerWeights {
 
 public final class LlamaModel: @unchecked Sendable {
     public let file: GGUFFile
+    /// What the file is, and how its blocks run.
+    public let architecture: any Architecture.Type
     public let config: LlamaConfig
     public let tokenizer: Tokenizer
     /// (vocab, dim)
@@ -63,6 +73,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// (vocab, dim); the token embedding itself when the model ties them.
     public let output: MatrixTensor
     public let outputIsTied: Bool
+    /// Rows of the embedding past the file's vocabulary (padding): valid ids that no text
+    /// produces and generation never samples.
+    public let paddingRows: Range<Int>
     /// (dim)
     public let outputNorm: FloatBuffer
     public let layers: [LayerTensors]
@@ -82,26 +95,47 @@ public final class LlamaModel: @unchecked Sendable {
     public init(file: GGUFFile, addedTokens: [String] = []) throws(ModelError) {
         self.file = file
         let m = file.metadata
-        guard let arch = m.string("general.architecture") else { throw .missingKey("general.architecture") }
-        guard arch == "llama" else { throw .unsupportedArchitecture(arch) }
+        guard let archValue = m["general.architecture"] else { throw .missingKey("general.architecture") }
+        guard let archName = archValue.stringValue else {
+            throw .keyType(key: "general.architecture", expected: "a string", found: "\(archValue.type)")
+        }
+        let arch = try Architectures.named(archName)
+        architecture = arch
 
         // Token embedding first: its shape fixes the vocabulary size.
         guard let embd = file.tensor(named: "token_embd.weight") else { throw .missingTensor("token_embd.weight") }
         guard embd.shape.count == 2 else {
             throw .tensorShape(name: embd.name, expected: [-1, -1], found: embd.shape)
         }
-        let config = try LlamaConfig(metadata: m, vocabSize: embd.shape[1])
+        let config = try arch.config(Hyperparameters(metadata: m, architecture: archName), vocabSize: embd.shape[1])
         self.config = config
+        // The tokenizer. An embedding padded beyond the vocabulary (rows without a token)
+        // gets placeholder tokens of type `unused` for its extra rows, so that ids and rows
+        // agree everywhere: generation never samples them (`paddingRows`), and tokens added
+        // for textual inversion are numbered after the embedding's last row.
         do {
             var vocabulary = try TokenizerVocabulary(metadata: m)
-            if !addedTokens.isEmpty {
-                let base = vocabulary.tokens.count
-                for t in addedTokens where vocabulary.tokens.contains(t) {
-                    throw ModelError.tokenizer(.tokenAlreadyExists(t, id: Int32(vocabulary.tokens.firstIndex(of: t)!)))
-                }
-                vocabulary.tokenTypes = (vocabulary.tokenTypes ?? [Int32](repeating: 1, count: base)).prefix(base)
+            let fileTokens = vocabulary.tokens.count
+            guard fileTokens <= config.vocabSize else {
+                throw ModelError.invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(fileTokens) tokens",
+                                                       why: "more than the \(config.vocabSize) rows of token_embd.weight")
+            }
+            paddingRows = fileTokens..<config.vocabSize
+            for t in addedTokens where vocabulary.tokens.contains(t) {
+                throw ModelError.tokenizer(.tokenAlreadyExists(t, id: Int32(vocabulary.tokens.firstIndex(of: t)!)))
+            }
+            let padding = paddingRows.map { "[PAD\($0)]" }
+            for t in padding where vocabulary.tokens.contains(t) {
+                throw ModelError.unsupportedFeature("the vocabulary has a token '\(t)' past its own end; cannot pad the vocabulary to the embedding's \(config.vocabSize) rows")
+            }
+            if !padding.isEmpty || !addedTokens.isEmpty {
+                vocabulary.tokenTypes = (vocabulary.tokenTypes ?? [Int32](repeating: 1, count: fileTokens)).prefix(fileTokens)
+                    + [Int32](repeating: TokenType.unused.rawValue, count: padding.count)
                     + [Int32](repeating: TokenType.userDefined.rawValue, count: addedTokens.count)
-                vocabulary.tokens += addedTokens
+                vocabulary.scores = vocabulary.scores.map {
+                    Array($0.prefix(fileTokens)) + [Float](repeating: 0, count: padding.count + addedTokens.count)
+                }
+                vocabulary.tokens += padding + addedTokens
             }
             tokenizer = try Tokenizer(vocabulary: vocabulary)
         } catch let e as TokenizerError {
@@ -110,10 +144,6 @@ public final class LlamaModel: @unchecked Sendable {
             throw e
         } catch {
             throw .unsupportedFeature("\(error)")
-        }
-        guard tokenizer.count - addedTokens.count <= config.vocabSize else {
-            throw .invalidHyperparameter(key: "tokenizer.ggml.tokens", value: "\(tokenizer.count) tokens",
-                                         why: "more than the \(config.vocabSize) rows of token_embd.weight")
         }
 
         func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> MatrixTensor {
@@ -134,6 +164,9 @@ public final class LlamaModel: @unchecked Sendable {
             defer { bytes.deallocate() }
             let source = file.read(t, into: bytes) ? UnsafeRawPointer(bytes) : file.bytes(of: t).baseAddress!
             dequantizeRowGeneric(t.type, source, count: n, into: out.pointer)
+            if let i = (0..<n).first(where: { !out[$0].isFinite }) {
+                throw .nonFiniteWeight(tensor: name, position: "element \(i)", value: out[i])
+            }
             return out
         }
 
@@ -148,12 +181,22 @@ public final class LlamaModel: @unchecked Sendable {
         }
         outputNorm = try vector("output_norm.weight", c.dim)
 
+        // Every tensor must be one the architecture uses: a file with more (an output bias,
+        // rope frequency factors) is a variant whose forward pass this runtime does not know.
+        let blockNames = ["attn_norm.weight", "ffn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                          "attn_output.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
+            + arch.blockVectors.map(\.tensorName)
+        var known = Set(["token_embd.weight", "output.weight", "output_norm.weight"])
+        for l in 0..<c.layerCount { for n in blockNames { known.insert("blk.\(l).\(n)") } }
+        if let extra = file.tensors.first(where: { !known.contains($0.name) }) {
+            throw .unsupportedFeature("tensor '\(extra.name)' is not part of the \(archName) architecture as this runtime runs it")
+        }
+
         var layers = [LayerTensors]()
         for l in 0..<c.layerCount {
             let p = "blk.\(l)."
-            for bias in ["attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias"] where file.tensor(named: p + bias) != nil {
-                throw .unsupportedFeature("tensor '\(p + bias)': attention biases are not supported")
-            }
+            var vectors = [BlockVector: FloatBuffer]()
+            for v in arch.blockVectors { vectors[v] = try vector(p + v.tensorName, v.count(c)) }
             layers.append(LayerTensors(
                 attnNorm: try vector(p + "attn_norm.weight", c.dim),
                 ffnNorm: try vector(p + "ffn_norm.weight", c.dim),
@@ -163,9 +206,15 @@ public final class LlamaModel: @unchecked Sendable {
                 wo: try matrix(p + "attn_output.weight", rows: c.dim, cols: c.qDim),
                 wGate: try matrix(p + "ffn_gate.weight", rows: c.ffnDim, cols: c.dim),
                 wUp: try matrix(p + "ffn_up.weight", rows: c.ffnDim, cols: c.dim),
-                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim)))
+                wDown: try matrix(p + "ffn_down.weight", rows: c.dim, cols: c.ffnDim),
+                vectors: vectors))
         }
         self.layers = layers
+
+        // Scales of every block format, and every value of float matrices, must be finite.
+        for t in [tokenEmbedding] + (outputIsTied ? [] : [output]) + layers.flatMap(\.matrices) {
+            try WeightScan.checkFinite(t.info, in: file)
+        }
     }
 
     /// A matrix as the kernels take it, reading the mapped file (or `data` when given).
@@ -183,11 +232,14 @@ public final class LlamaModel: @unchecked Sendable {
     /// Block `l`'s weights with each matrix's bytes found by `data`.
     public func layerWeights(_ l: Int, data: (MatrixTensor) -> UnsafeRawPointer) -> LayerWeights {
         let t = layers[l]
+        func v(_ which: BlockVector) -> UnsafePointer<Float>? { t.vectors[which].map { UnsafePointer($0.pointer) } }
         return LayerWeights(attnNorm: t.attnNorm.pointer, ffnNorm: t.ffnNorm.pointer,
                             wq: weight(t.wq, data: data(t.wq)), wk: weight(t.wk, data: data(t.wk)),
                             wv: weight(t.wv, data: data(t.wv)), wo: weight(t.wo, data: data(t.wo)),
                             wGate: weight(t.wGate, data: data(t.wGate)), wUp: weight(t.wUp, data: data(t.wUp)),
-                            wDown: weight(t.wDown, data: data(t.wDown)))
+                            wDown: weight(t.wDown, data: data(t.wDown)),
+                            qBias: v(.qBias), kBias: v(.kBias), vBias: v(.vBias), qNorm: v(.qNorm), kNorm: v(.kNorm),
+                            postAttentionNorm: v(.postAttentionNorm), postFFNNorm: v(.postFFNNorm))
     }
 
     /// Bytes of every block's matrices: what streaming has to read per forward pass.

@@ -5,8 +5,12 @@ import Quant
 
 public enum ModelError: Error, CustomStringConvertible {
     case file(GGUFError)
-    case unsupportedArchitecture(String)
+    case unsupportedArchitecture(String, supported: [String])
     case missingKey(String)
+    /// A key is there with a value of another type.
+    case keyType(key: String, expected: String, found: String)
+    /// A weight that can only make NaN: where in the tensor ("element 3", "the scale of block 7") and its value.
+    case nonFiniteWeight(tensor: String, position: String, value: Float)
     case invalidHyperparameter(key: String, value: String, why: String)
     case missingTensor(String)
     case tensorShape(name: String, expected: [Int], found: [Int])
@@ -22,9 +26,13 @@ public enum ModelError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .file(let e): return e.description
-        case .unsupportedArchitecture(let a):
-            return "model architecture '\(a)' is not supported (supported: llama)"
+        case .unsupportedArchitecture(let a, let supported):
+            return "model architecture '\(a)' is not supported (supported: \(supported.joined(separator: ", ")))"
         case .missingKey(let k): return "the model's metadata has no '\(k)'"
+        case .keyType(let k, let expected, let found):
+            return "'\(k)' has a value of type \(found), expected \(expected)"
+        case .nonFiniteWeight(let t, let position, let v):
+            return "tensor '\(t)' holds \(v) as \(position); the model can only produce NaN. The file is damaged"
         case .invalidHyperparameter(let k, let v, let why): return "'\(k)' = \(v) is invalid: \(why)"
         case .missingTensor(let n): return "the model has no tensor '\(n)'"
         case .tensorShape(let n, let e, let f):

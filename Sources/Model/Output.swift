@@ -78,6 +78,24 @@ extension LlamaModel {
         }
     }
 
+    /// Logits of the positions of tokens `tokens` (after `forward`), vocabulary only:
+    /// (tokens.count, vocab) row-major into `out`. The output matrix is read once for all
+    /// of them, tile by tile when streamed.
+    public func logits(_ state: RunState, tokens: Range<Int>, into out: UnsafeMutablePointer<Float>,
+                       weights: WeightSource? = nil) {
+        let source = weights ?? self
+        let vocab = config.vocabSize
+        Profile.measure(.outputHead) {
+            var v0 = 0
+            while v0 < vocab {
+                let count = min(source.outputTileRows, vocab - v0)
+                matmul(source.outputRows(v0..<(v0 + count), thread: 0), state.xb.pointer + tokens.lowerBound * config.dim,
+                       n: tokens.count, out + v0, ldy: vocab, scratch: state.scratch)
+                v0 += count
+            }
+        }
+    }
+
     /// Negative log-likelihood (nats) of `targets[t]` at each token t of the batch
     /// (after `forward`); targets < 0 are skipped and give NaN.
     public func negativeLogLikelihoods(_ batch: Batch, _ state: RunState, targets: [Int32],

@@ -7,16 +7,19 @@ import Testing
 /// The forward pass's paths agree with each other: one token at a time with the KV cache,
 /// a prompt in chunks, and several sequences in one batch all give the logits of one
 /// whole-sequence pass. Sequences are longer than attention's query block (64), so the
-/// blocked causal attention, the few-query path and the cached path are all exercised.
+/// blocked causal attention, the few-query path and the cached path are all exercised;
+/// tiny-gemma3's 8-token window and two rotary bases run through each of them too.
 @Suite struct FastPathTests {
     static let model = try! LlamaModel(path: Repository.path("models/tiny-q4_1.gguf"))
+    static let models = ["tiny-q4_1": model, "tiny-gemma3": try! LlamaModel(path: Repository.path("models/tiny-gemma3.gguf")),
+                         "tiny-qwen2": try! LlamaModel(path: Repository.path("models/tiny-qwen2.gguf"))]
 
-    static func tokens(_ count: Int, seed: Int) -> [Int32] {
+    static func tokens(_ count: Int, seed: Int, model: LlamaModel = model) -> [Int32] {
         (0..<count).map { Int32((seed + $0 * 7919) % model.config.vocabSize) }
     }
 
     /// Logits (vocab) of every position of `ids`, from one batched pass.
-    static func batchedLogits(_ ids: [Int32]) -> [[Float]] {
+    static func batchedLogits(_ ids: [Int32], model: LlamaModel = model) -> [[Float]] {
         let state = RunState(config: model.config, capacity: ids.count, contextLength: ids.count)
         model.forward(Batch(sequences: [ids]), state)
         return (0..<ids.count).map { t in
@@ -30,10 +33,11 @@ import Testing
         zip(a, b).map { abs($0 - $1) }.max()!
     }
 
-    @Test(arguments: [1, 37]) func cachedChunksEqualOnePass(_ chunk: Int) throws {
-        let ids = Self.tokens(150, seed: 5)
-        let reference = Self.batchedLogits(ids)
-        let m = Self.model
+    @Test(arguments: ["tiny-q4_1", "tiny-gemma3", "tiny-qwen2"], [1, 37])
+    func cachedChunksEqualOnePass(_ name: String, _ chunk: Int) throws {
+        let m = Self.models[name]!
+        let ids = Self.tokens(150, seed: 5, model: m)
+        let reference = Self.batchedLogits(ids, model: m)
         let state = RunState(config: m.config, capacity: chunk, contextLength: ids.count, cacheSlots: 1)
         var row = [Float](repeating: 0, count: m.config.vocabSize)
         var position = 0
@@ -50,12 +54,13 @@ import Testing
             }
             position += count
         }
-        #expect(worst < 1e-3, "chunks of \(chunk): max |logit diff| \(worst)")
+        #expect(worst < 1e-3, "\(name), chunks of \(chunk): max |logit diff| \(worst)")
     }
 
-    @Test func batchOfSequencesEqualsSeparatePasses() throws {
-        let sequences = [Self.tokens(70, seed: 1), Self.tokens(5, seed: 2), Self.tokens(130, seed: 3)]
-        let m = Self.model
+    @Test(arguments: ["tiny-q4_1", "tiny-gemma3"])
+    func batchOfSequencesEqualsSeparatePasses(_ name: String) throws {
+        let m = Self.models[name]!
+        let sequences = [Self.tokens(70, seed: 1, model: m), Self.tokens(5, seed: 2, model: m), Self.tokens(130, seed: 3, model: m)]
         let total = sequences.reduce(0) { $0 + $1.count }
         let state = RunState(config: m.config, capacity: total, contextLength: 130)
         let batch = Batch(sequences: sequences)
@@ -64,13 +69,13 @@ import Testing
         var row = [Float](repeating: 0, count: m.config.vocabSize)
         var worst: Float = 0
         for (s, span) in zip(sequences, batch.spans) {
-            let reference = Self.batchedLogits(s)
+            let reference = Self.batchedLogits(s, model: m)
             for t in 0..<span.count {
                 row.withUnsafeMutableBufferPointer { m.logits(state, token: span.start + t, into: $0.baseAddress!) }
                 worst = max(worst, Self.maxDifference(row, reference[t]))
             }
         }
-        #expect(worst < 1e-3, "max |logit diff| \(worst)")
+        #expect(worst < 1e-3, "\(name): max |logit diff| \(worst)")
     }
 
     /// The tiled, threaded NLL head equals a log-softmax of the one-position logits.

@@ -11,7 +11,7 @@ struct ReferenceText {
     let ids: [Int32]
     /// NLL of token i+1 at position i.
     let nll: [Double]
-    /// Top-20 next-token ids and logits per position.
+    /// Top-k next-token ids and logits per position (k = 20, or 5 for the files of the qwen2 and gemma3 models).
     let topIDs: [[Int]]
     let topLogits: [[Double]]
 }
@@ -38,26 +38,42 @@ struct LogitsGolden {
     }
 }
 
-/// Our per-position NLL and logits for one text, computed in one batched pass.
+/// Our per-position NLL, top-1 token, and the logits of the ids the references list, for
+/// one text, computed in one batched pass.
 struct OurText {
     let nll: [Double]
-    let logits: [[Float]]
+    let best: [Int]
+    /// Per position: logits of the ids asked for.
+    let logits: [[Int: Float]]
 }
 
-func runOurs(_ model: LlamaModel, _ ids: [Int32]) throws -> OurText {
+/// `wanted[i]`: ids whose logits are kept at position i.
+func runOurs(_ model: LlamaModel, _ ids: [Int32], wanted: [[Int]]) throws -> OurText {
     let state = RunState(config: model.config, capacity: ids.count, contextLength: ids.count)
     let batch = Batch(sequences: [ids])
     try model.validate(batch, state)
     model.forward(batch, state)
     let targets = Array(ids.dropFirst()) + [-1]
     let nll = model.negativeLogLikelihoods(batch, state, targets: targets, scratch: OutputScratch(dim: model.config.dim, capacity: 64))
-    var logits = [[Float]]()
-    var row = [Float](repeating: 0, count: model.config.vocabSize)
-    for t in 0..<(ids.count - 1) {
-        row.withUnsafeMutableBufferPointer { model.logits(state, token: t, into: $0.baseAddress!) }
-        logits.append(row)
+    // Logits of 32 positions at a time: (32, vocab) stays small for the 262,144-token vocabulary.
+    let vocab = model.config.vocabSize
+    let chunk = 32
+    let rows = FloatBuffer(count: chunk * vocab)
+    var best = [Int](), logits = [[Int: Float]]()
+    var t0 = 0
+    while t0 < ids.count - 1 {
+        let n = min(chunk, ids.count - 1 - t0)
+        model.logits(state, tokens: t0..<(t0 + n), into: rows.pointer)
+        for i in 0..<n {
+            let row = rows.pointer + i * vocab
+            var b = 0
+            for v in 1..<vocab where row[v] > row[b] { b = v }
+            best.append(b)
+            logits.append(Dictionary(uniqueKeysWithValues: Set(wanted[t0 + i] + [b]).map { ($0, row[$0]) }))
+        }
+        t0 += n
     }
-    return OurText(nll: nll.dropLast().map(Double.init), logits: logits)
+    return OurText(nll: nll.dropLast().map(Double.init), best: best, logits: logits)
 }
 
 struct Comparison: CustomStringConvertible {
@@ -69,7 +85,7 @@ struct Comparison: CustomStringConvertible {
     var maxLogitDifference = 0.0
 
     var description: String {
-        "top-1 \(top1Agree)/\(positions) (ties \(ties)), |mean NLL diff| \(String(format: "%.5f", meanNLLDifference)), max |logit diff| (top-20) \(String(format: "%.4f", maxLogitDifference))"
+        "top-1 \(top1Agree)/\(positions) (ties \(ties)), |mean NLL diff| \(String(format: "%.5f", meanNLLDifference)), max |logit diff| (top-k) \(String(format: "%.4f", maxLogitDifference))"
     }
 }
 
@@ -79,7 +95,7 @@ func compare(_ ours: OurText, _ ref: ReferenceText, tieMargin: Double) -> Compar
     c.positions = n
     for i in 0..<n {
         let row = ours.logits[i]
-        let best = row.indices.max { row[$0] < row[$1] }!
+        let best = ours.best[i]
         if best == ref.topIDs[i][0] {
             c.top1Agree += 1
         } else if ref.topLogits[i][0] - ref.topLogits[i][1] < tieMargin, ref.topIDs[i].prefix(2).contains(best) {
@@ -87,7 +103,7 @@ func compare(_ ours: OurText, _ ref: ReferenceText, tieMargin: Double) -> Compar
             c.ties += 1
         }
         for (id, logit) in zip(ref.topIDs[i], ref.topLogits[i]) {
-            c.maxLogitDifference = max(c.maxLogitDifference, abs(Double(row[id]) - logit))
+            c.maxLogitDifference = max(c.maxLogitDifference, abs(Double(row[id]!) - logit))
         }
     }
     let ourMean = ours.nll.reduce(0, +) / Double(n)
@@ -132,7 +148,7 @@ func checkAgainstGoldens(modelPath: String, goldenName: String, checkTop1VsLlama
     #expect(!golden.float64.isEmpty && golden.llamaCpp.count == golden.float64.count)
     for (cpp, f64) in zip(golden.llamaCpp, golden.float64) {
         #expect(cpp.ids == f64.ids)
-        let ours = try runOurs(model, f64.ids)
+        let ours = try runOurs(model, f64.ids, wanted: zip(f64.topIDs, cpp.topIDs).map { $0 + $1 })
         let vs64 = compare(ours, f64, tieMargin: Tolerance.tieMargin)
         let vsCpp = compare(ours, cpp, tieMargin: Tolerance.tieMargin)
         print("[\(goldenName)] \(f64.name) (\(f64.ids.count) tokens) vs float64: \(vs64); vs llama.cpp: \(vsCpp)")
@@ -150,7 +166,7 @@ func checkAgainstGoldens(modelPath: String, goldenName: String, checkTop1VsLlama
 }
 
 @Suite struct ForwardGoldenTests {
-    @Test(arguments: ["tiny-q4_0", "tiny-q4_1", "tiny-mixed"])
+    @Test(arguments: ["tiny-q4_0", "tiny-q4_1", "tiny-mixed", "tiny-qwen2", "tiny-gemma3"])
     func tinyModelAgreesWithReferences(_ name: String) throws {
         try checkAgainstGoldens(modelPath: Repository.path("models/\(name).gguf"), goldenName: name, checkTop1VsLlamaCpp: false)
     }
@@ -159,4 +175,47 @@ func checkAgainstGoldens(modelPath: String, goldenName: String, checkTop1VsLlama
     func referenceModelAgreesWithReferences() throws {
         try checkAgainstGoldens(modelPath: ReferenceModel.path, goldenName: "SmolLM2-135M-Instruct.Q4_1", checkTop1VsLlamaCpp: true)
     }
+}
+
+/// The real Q4_K_M files (release build; `RealModel.*.enabled`): per text, mean NLL within
+/// 0.005 nats of the float64 forward and top-1 equal at ≥ 99% of positions. llama.cpp's own
+/// distance from float64 (its 8-bit activation rounding) is printed, not bounded: on the
+/// Qwen 1.5B file its first-position logits are off by 11–13 (the first token's hidden
+/// state, about 3,800, ruins its 8-bit activation blocks), so float64 is the reference.
+func checkRealModel(_ real: RealModel) throws {
+    let model = try LlamaModel(path: real.path)
+    let golden = try LogitsGolden(model: real.name)
+    #expect(!golden.float64.isEmpty && golden.llamaCpp.count == golden.float64.count)
+    var positions = 0, agree = 0
+    for (cpp, f64) in zip(golden.llamaCpp, golden.float64) {
+        #expect(cpp.ids == f64.ids)
+        let ours = try runOurs(model, f64.ids, wanted: zip(f64.topIDs, cpp.topIDs).map { $0 + $1 })
+        let vs64 = compare(ours, f64, tieMargin: Tolerance.tieMargin)
+        let vsCpp = compare(ours, cpp, tieMargin: Tolerance.tieMargin)
+        let truth = groundTruthDistance(f64, cpp)
+        print("[\(real.name)] \(f64.name) (\(f64.ids.count) tokens) vs float64: \(vs64); vs llama.cpp: \(vsCpp); "
+              + "llama.cpp vs float64: top-1 \(truth.top1Agree)/\(f64.nll.count), |mean NLL diff| \(String(format: "%.5f", truth.meanNLLDifference))")
+        #expect(Double(vs64.top1Agree) >= Tolerance.top1VsFloat64RealModels * Double(vs64.positions), "\(f64.name): \(vs64)")
+        #expect(vs64.meanNLLDifference <= Tolerance.meanNLLVsFloat64, "\(f64.name): \(vs64)")
+        positions += vs64.positions
+        agree += vs64.top1Agree
+    }
+    print("[\(real.name)] all texts: top-1 \(agree)/\(positions) vs float64")
+}
+
+extension Tolerance {
+    /// Real files: fraction of positions whose top-1 must equal float64's (float32
+    /// accumulation over widths of thousands can flip near-ties).
+    static let top1VsFloat64RealModels = 0.99
+}
+
+@Suite(.serialized) struct RealModelForwardTests {
+    @Test(.enabled(if: RealModel.qwen05.enabled, "Qwen2.5-Coder-0.5B not fetched; run scripts/setup --all"))
+    func qwen05AgreesWithFloat64() throws { try checkRealModel(.qwen05) }
+
+    @Test(.enabled(if: RealModel.qwen15.enabled, "Qwen2.5-Coder-1.5B not fetched; run scripts/setup --all"))
+    func qwen15AgreesWithFloat64() throws { try checkRealModel(.qwen15) }
+
+    @Test(.enabled(if: RealModel.gemma270.enabled, "Gemma 3 270M not fetched; run scripts/setup --all"))
+    func gemma270AgreesWithFloat64() throws { try checkRealModel(.gemma270) }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Float64 LLaMA forward pass in numpy, as an independent check of llama.cpp.
+"""Float64 forward pass (llama, qwen2, gemma3) in numpy, as an independent check of llama.cpp.
 
 Produces: a "float64" section inside each Tests/Golden/llamacpp-<modelstem>.json
 (written by llamacpp_golden.py, which must run first).  For every text of that
@@ -37,6 +37,36 @@ llama.cpp conventions used (architecture "llama"):
   * FFN (SwiGLU): down( silu(gate(h)) * up(h) ), silu(z) = z / (1 + e^-z).
   * Output: logits = output_norm(x) @ O.T, O = output.weight if present,
     otherwise the tied token_embd.weight.
+
+Architecture "qwen2" (llama.cpp src/models/qwen2.cpp, HF modeling_qwen2.py): as llama,
+except
+  * q, k, v projections add their biases blk.N.attn_{q,k,v}.bias before RoPE;
+  * RoPE NEOX (LLAMA_ROPE_TYPE_NEOX, what llama_model_rope_type gives qwen2): within
+    each head the pairs (x[i], x[i + n_rot/2]), i < n_rot/2, are rotated by the same
+    angle pos * base^(-2i/n_rot) (HF's rotate_half, no permutation by the converter).
+
+Architecture "gemma3" (llama.cpp src/models/gemma3.cpp, HF modeling_gemma3.py):
+  * x = token_embd[ids] * sqrt(n_embd) (llama.cpp scales by sqrtf(n_embd) in float;
+    HF rounds the factor to the activation dtype, which is not what llama.cpp does);
+  * head_dim = gemma3.attention.key_length (256 on the 270M; not n_embd / n_head);
+  * per block: h = rmsnorm(x) * attn_norm; q = Wq h, k = Wk h, v = Wv h;
+    q and k get a per-head RMSNorm (over head_dim, weights attn_q_norm / attn_k_norm)
+    BEFORE RoPE; RoPE NEOX; scores = q.k / sqrt(key_length); sliding window on
+    blocks with index % 6 < 5: a key is masked when q_pos - k_pos >= sliding_window;
+    those blocks rotate with base 10000, the others (5, 11, 17, ...) with
+    gemma3.rope.freq_base;
+    x = x + rmsnorm(Wo attn) * post_attention_norm;
+    h = rmsnorm(x) * ffn_norm; x = x + rmsnorm(down(gelu_tanh(gate h) * up h)) * post_ffw_norm,
+    gelu_tanh(z) = 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)));
+  * norm weights are used as stored: llama.cpp's converter (Gemma3Model in
+    convert_hf_to_gguf.py) already added 1 to every *norm.weight;
+  * output tied to token_embd.weight (no logit soft-capping in Gemma 3).
+
+Memory: weights are dequantized (gguf-py, float32, the values the quantized file
+encodes) one block at a time and used in float64; every text goes through that block
+before the next is dequantized (forward_many), so a 1.5B file needs about one block
+plus the output matrix in memory.  Float64 matmuls on the 1.5B model take minutes on two
+cores: its texts are kept short (llamacpp_golden.py's per-model text lists).
 
 Usage (from the repo root; default model path is
 models/SmolLM2-135M-Instruct.Q4_1.gguf):
@@ -92,10 +122,13 @@ def tensor_f64(t) -> np.ndarray:
 class Model:
     def __init__(self, path, emulate_llamacpp=False):
         self.emulate = emulate_llamacpp
-        r = GGUFReader(path)
+        self.reader = r = GGUFReader(path)
         arch = _field(r, "general.architecture")
-        if arch != "llama":
-            raise SystemExit(f"{path}: architecture {arch!r}, expected llama")
+        if arch not in ("llama", "qwen2", "gemma3"):
+            raise SystemExit(f"{path}: architecture {arch!r}, expected llama, qwen2 or gemma3")
+        if emulate_llamacpp and arch != "llama":
+            raise SystemExit("--emulate-check is written for llama files only")
+        self.arch = arch
         p = arch + "."
         self.n_layer = int(_field(r, p + "block_count"))
         self.n_embd = int(_field(r, p + "embedding_length"))
@@ -104,28 +137,43 @@ class Model:
         self.n_head_kv = int(_field(r, p + "attention.head_count_kv", self.n_head))
         self.eps = float(_field(r, p + "attention.layer_norm_rms_epsilon"))
         self.base = float(_field(r, p + "rope.freq_base", 10000.0))
-        self.head_dim = self.n_embd // self.n_head
+        self.head_dim = int(_field(r, p + "attention.key_length", self.n_embd // self.n_head))
         self.n_rot = int(_field(r, p + "rope.dimension_count", self.head_dim))
+        self.neox = arch in ("qwen2", "gemma3")
+        self.window = [None] * self.n_layer
+        self.layer_base = [self.base] * self.n_layer
+        if arch == "gemma3":
+            sw = int(_field(r, p + "attention.sliding_window"))
+            for i in range(self.n_layer):
+                if i % 6 < 5:
+                    self.window[i] = sw
+                    self.layer_base[i] = 10000.0
+        self.tensors = {t.name: t for t in r.tensors}
         self.types = {t.name: t.tensor_type.name for t in r.tensors}
-        self.w = {t.name: tensor_f64(t) for t in r.tensors}
+        self.w = {}   # dequantized weights kept (small models; the emulation diagnostic)
         # per-block minimums of Q4_1 weights (bytes 2..3 of each 20-byte block), for emulation only
         self.q4_1_min = {t.name: np.asarray(t.data).reshape(-1, 20)[:, 2:4].copy().view(np.float16)
                          .astype(np.float64).reshape(int(t.shape[1]), -1)
-                         for t in r.tensors if t.tensor_type == T.Q4_1}
-        self.tok_embd = self.w["token_embd.weight"]          # (n_vocab, n_embd)
-        self.output = self.w.get("output.weight", self.tok_embd)
-        self.n_vocab = self.tok_embd.shape[0]
-        for i in range(self.n_layer):
-            assert self.w[f"blk.{i}.attn_q.weight"].shape == (self.n_head * self.head_dim, self.n_embd)
-            assert self.w[f"blk.{i}.attn_k.weight"].shape == (self.n_head_kv * self.head_dim, self.n_embd)
-            assert self.w[f"blk.{i}.ffn_down.weight"].shape == (self.n_embd, self.n_ff)
+                         for t in r.tensors if t.tensor_type == T.Q4_1} if emulate_llamacpp else {}
+        self.n_vocab = int(self.tensors["token_embd.weight"].shape[1])
+        self.output_name = "output.weight" if "output.weight" in self.tensors else "token_embd.weight"
+        self.keep = sum(int(t.n_elements) for t in r.tensors) < 50_000_000
 
-    def mm(self, x, name):
+    def get(self, name):
+        """Weight `name` dequantized (float64 view of gguf-py's float32 values)."""
+        if name in self.w:
+            return self.w[name]
+        a = tensor_f64(self.tensors[name])
+        if self.keep:
+            self.w[name] = a
+        return a
+
+    def mm(self, x, name, w=None):
         """x @ W.T for weight `name`.  With emulate_llamacpp, x is first rounded
         the way ggml's CPU backend converts activations for that weight type
         (its vec_dot_type): Q8_0 blocks for Q4_0/Q8_0, Q8_1 for Q4_1, F16 for
         F16, BF16 for BF16.  Diagnostic only; the golden data never uses it."""
-        w = self.w[name]
+        w = self.get(name) if w is None else w
         if not self.emulate:
             return x @ w.T
         wtype = self.types[name]
@@ -148,58 +196,104 @@ class Model:
     def rmsnorm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x, pos):
-        """x: (T, heads, head_dim); NORM mode: adjacent pairs."""
+    def rope(self, x, pos, base):
+        """x: (T, heads, head_dim).  NORM mode: adjacent pairs (2i, 2i+1); NEOX: (i, i + n_rot/2)."""
         half = self.n_rot // 2
-        inv = self.base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
+        inv = base ** (-2.0 * np.arange(half, dtype=np.float64) / self.n_rot)
         ang = pos[:, None].astype(np.float64) * inv[None, :]        # (T, half)
         c = np.cos(ang)[:, None, :]
         s = np.sin(ang)[:, None, :]
         out = x.copy()
-        x0 = x[..., 0:self.n_rot:2]
-        x1 = x[..., 1:self.n_rot:2]
-        out[..., 0:self.n_rot:2] = x0 * c - x1 * s
-        out[..., 1:self.n_rot:2] = x0 * s + x1 * c
+        if self.neox:
+            i0, i1 = slice(0, half), slice(half, self.n_rot)
+        else:
+            i0, i1 = slice(0, self.n_rot, 2), slice(1, self.n_rot, 2)
+        x0, x1 = x[..., i0], x[..., i1]
+        out[..., i0] = x0 * c - x1 * s
+        out[..., i1] = x0 * s + x1 * c
         return out
 
-    def forward(self, ids):
-        ids = np.asarray(ids, dtype=np.int64)
-        n = len(ids)
-        pos = np.arange(n)
+    def attention(self, x, i, n):
+        """Attention sub-block of block i on hidden states x (n, n_embd), before Wo's residual."""
+        pre = f"blk.{i}."
         hd, nh, nkv = self.head_dim, self.n_head, self.n_head_kv
         group = nh // nkv
-        mask = np.triu(np.full((n, n), -np.inf), k=1)
-        x = self.tok_embd[ids].copy()
+        pos = np.arange(n)
+        h = self.rmsnorm(x, self.get(pre + "attn_norm.weight"))
+        q = self.mm(h, pre + "attn_q.weight")
+        k = self.mm(h, pre + "attn_k.weight")
+        v = self.mm(h, pre + "attn_v.weight")
+        if self.arch == "qwen2":
+            q = q + self.get(pre + "attn_q.bias")
+            k = k + self.get(pre + "attn_k.bias")
+            v = v + self.get(pre + "attn_v.bias")
+        q, k, v = q.reshape(n, nh, hd), k.reshape(n, nkv, hd), v.reshape(n, nkv, hd)
+        if self.arch == "gemma3":
+            q = self.rmsnorm(q, self.get(pre + "attn_q_norm.weight"))
+            k = self.rmsnorm(k, self.get(pre + "attn_k_norm.weight"))
+        q = self.rope(q, pos, self.layer_base[i])
+        k = self.rope(k, pos, self.layer_base[i])
+        if self.emulate:   # F16 KV cache; q and softmax output meet F16 K/V as F16
+            q, k, v = f16(q), f16(k), f16(v)
+        # mask[qp, kp]: -inf for kp > qp, and for qp - kp >= window on windowed blocks
+        d = pos[:, None] - pos[None, :]
+        masked = d < 0
+        if self.window[i] is not None:
+            masked |= d >= self.window[i]
+        mask = np.where(masked, -np.inf, 0.0)
+        heads = []
+        for hh in range(nh):
+            kv = hh // group
+            sc = (q[:, hh, :] @ k[:, kv, :].T) / math.sqrt(hd) + mask
+            sc = sc - sc.max(axis=1, keepdims=True)
+            p = np.exp(sc)
+            p /= p.sum(axis=1, keepdims=True)
+            if self.emulate:
+                p = f16(p)
+            heads.append(p @ v[:, kv, :])
+        attn = np.concatenate(heads, axis=1)                    # (n, nh*hd)
+        out = self.mm(attn, pre + "attn_output.weight")
+        if self.arch == "gemma3":
+            out = self.rmsnorm(out, self.get(pre + "post_attention_norm.weight"))
+        return out
+
+    def ffn(self, x, i, w):
+        pre = f"blk.{i}."
+        h = self.rmsnorm(x, self.get(pre + "ffn_norm.weight"))
+        g = self.mm(h, pre + "ffn_gate.weight", w[0])
+        u = self.mm(h, pre + "ffn_up.weight", w[1])
+        if self.arch == "gemma3":
+            act = 0.5 * g * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (g + 0.044715 * g ** 3)))
+        else:
+            act = g / (1.0 + np.exp(-g))
+        out = self.mm(act * u, pre + "ffn_down.weight", w[2])
+        if self.arch == "gemma3":
+            out = self.rmsnorm(out, self.get(pre + "post_ffw_norm.weight"))
+        return out
+
+    def hidden_many(self, texts):
+        """Final normed hidden states (n, n_embd) of each id list, block by block."""
+        emb = self.get("token_embd.weight")
+        xs = [emb[np.asarray(ids, dtype=np.int64)].copy() for ids in texts]
+        del emb
+        if self.arch == "gemma3":
+            xs = [x * math.sqrt(self.n_embd) for x in xs]
         for i in range(self.n_layer):
-            w = lambda name: self.w[f"blk.{i}.{name}.weight"]
-            h = self.rmsnorm(x, w("attn_norm"))
             pre = f"blk.{i}."
-            q = self.mm(h, pre + "attn_q.weight").reshape(n, nh, hd)
-            k = self.mm(h, pre + "attn_k.weight").reshape(n, nkv, hd)
-            v = self.mm(h, pre + "attn_v.weight").reshape(n, nkv, hd)
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
-            if self.emulate:   # F16 KV cache; q and softmax output meet F16 K/V as F16
-                q, k, v = f16(q), f16(k), f16(v)
-            heads = []
-            for hh in range(nh):
-                kv = hh // group
-                sc = (q[:, hh, :] @ k[:, kv, :].T) / math.sqrt(hd) + mask
-                sc = sc - sc.max(axis=1, keepdims=True)
-                p = np.exp(sc)
-                p /= p.sum(axis=1, keepdims=True)
-                if self.emulate:
-                    p = f16(p)
-                heads.append(p @ v[:, kv, :])
-            attn = np.concatenate(heads, axis=1)                    # (n, nh*hd)
-            x = x + self.mm(attn, pre + "attn_output.weight")
-            h = self.rmsnorm(x, w("ffn_norm"))
-            g = self.mm(h, pre + "ffn_gate.weight")
-            u = self.mm(h, pre + "ffn_up.weight")
-            x = x + self.mm(g / (1.0 + np.exp(-g)) * u, pre + "ffn_down.weight")
-        x = self.rmsnorm(x, self.w["output_norm.weight"])
-        out = "output.weight" if "output.weight" in self.w else "token_embd.weight"
-        return self.mm(x, out)                                      # (n, n_vocab)
+            ffn_w = [self.get(pre + m + ".weight") for m in ("ffn_gate", "ffn_up", "ffn_down")]
+            for t, x in enumerate(xs):
+                x = x + self.attention(x, i, len(x))
+                xs[t] = x + self.ffn(x, i, ffn_w)
+        return [self.rmsnorm(x, self.get("output_norm.weight")) for x in xs]
+
+    def forward_many(self, texts):
+        """Logits (n, n_vocab) of each id list (the output matrix dequantized once)."""
+        hs = self.hidden_many(texts)
+        out = self.get(self.output_name)
+        return [self.mm(h, self.output_name, out) for h in hs]
+
+    def forward(self, ids):
+        return self.forward_many([ids])[0]
 
 
 def f16(x):
@@ -267,12 +361,12 @@ def compare(ll, f64):
     top1_ll = np.array([t[0] for t in ll["top_ids"]])
     top1_f = np.array([t[0] for t in f64["top_ids"]])
     out["top1_agreement"] = float(np.mean(top1_ll == top1_f))
-    # logit differences among llama.cpp's top-20 ids (float64 logits of the same ids)
+    # logit differences among llama.cpp's top-k ids (float64 logits of the same ids)
     full = f64["_full_logits"]
     diffs = []
     for p, (ids, vals) in enumerate(zip(ll["top_ids"], ll["top_logits"])):
         diffs.append(np.abs(full[p, np.array(ids)] - np.array(vals)).max())
-    out["max_abs_logit_diff_top20"] = float(max(diffs))
+    out["max_abs_logit_diff_topk"] = float(max(diffs))
     return out
 
 
@@ -289,23 +383,36 @@ def emulation_check(model_path, gold):
               f"top1={top1:.3f} max|dlogit|top20={d:.4f}")
 
 
+CONVENTIONS = {
+    "llama": "GGUF [n_in,n_out] -> W (n_out,n_in); RMSNorm x/sqrt(mean(x^2)+eps)*w; "
+             "RoPE NORM (adjacent pairs, theta=pos*base^(-2i/n_rot)); GQA head h -> kv h//(n_head/n_head_kv); "
+             "scale 1/sqrt(head_dim); SwiGLU; final RMSNorm; output.weight or tied token_embd",
+    "qwen2": "as llama, plus q/k/v biases before RoPE; RoPE NEOX (pairs i, i+n_rot/2); output.weight or tied token_embd",
+    "gemma3": "embeddings * sqrt(n_embd); head_dim = key_length; per-head RMSNorm of q and k before RoPE NEOX; "
+              "blocks i%6<5: window (masked if q_pos-k_pos >= sliding_window), rope base 10000, else rope.freq_base; "
+              "scale 1/sqrt(key_length); post-attention and post-FFN RMSNorm before the residual adds; "
+              "GeGLU with tanh GELU; norm weights as stored; tied output",
+}
+
+
 def process(model_path, golden_path, emulate_check=False):
     with open(golden_path) as f:
         gold = json.load(f)
     print(f"== {model_path} -> {golden_path}")
     model = Model(model_path)
+    k = int(gold.get("settings", {}).get("topk", TOPK))
     section = {"generator": "scripts/reference/float64_forward.py",
                "date": datetime.date.today().isoformat(),
                "numpy_version": np.__version__,
-               "conventions": "GGUF [n_in,n_out] -> W (n_out,n_in); RMSNorm x/sqrt(mean(x^2)+eps)*w; "
-                              "RoPE NORM (adjacent pairs, theta=pos*base^(-2i/n_rot)); GQA head h -> kv h//(n_head/n_head_kv); "
-                              "scale 1/sqrt(head_dim); SwiGLU; final RMSNorm; output.weight or tied token_embd",
+               "conventions": CONVENTIONS[model.arch],
                "texts": []}
-    for entry in gold["logits"]:
+    hidden = model.hidden_many([entry["ids"] for entry in gold["logits"]])
+    out = model.get(model.output_name)
+    for entry, h in zip(gold["logits"], hidden):
         ids = entry["ids"]
-        logits = model.forward(ids)
+        logits = model.mm(h, model.output_name, out)
         nll = next_token_nll(logits, ids)
-        ti, tv = topk(logits)
+        ti, tv = topk(logits, k)
         res = {"name": entry["name"], "ids": ids,
                "nll": [sig(v, 7) for v in nll],
                "top_ids": ti.tolist(),
@@ -313,20 +420,20 @@ def process(model_path, golden_path, emulate_check=False):
                "_full_logits": logits}
         cmp = compare(entry, res)
         del res["_full_logits"]
-        res["agreement_with_llamacpp"] = {k: sig(v, 6) for k, v in cmp.items()}
+        res["agreement_with_llamacpp"] = {key: sig(v, 6) for key, v in cmp.items()}
         section["texts"].append(res)
         print(f"  {entry['name']:<14s} n={len(ids):3d} meanNLL f64={cmp['mean_nll_float64']:.5f} "
               f"batched-f64={cmp['mean_nll_diff_batched_minus_f64']:+.5f} "
               f"onetok-f64={cmp.get('mean_nll_diff_one_token_minus_f64', float('nan')):+.5f} "
               f"max|dNLL|b={cmp['max_abs_nll_diff_batched']:.4f} "
-              f"top1={cmp['top1_agreement']:.3f} max|dlogit|top20={cmp['max_abs_logit_diff_top20']:.4f}")
+              f"top1={cmp['top1_agreement']:.3f} max|dlogit|topk={cmp['max_abs_logit_diff_topk']:.4f}")
     s = section["texts"]
     section["summary"] = {
         "max_abs_mean_nll_diff_batched": sig(max(abs(t["agreement_with_llamacpp"]["mean_nll_diff_batched_minus_f64"]) for t in s), 6),
         "max_abs_mean_nll_diff_one_token": sig(max(abs(t["agreement_with_llamacpp"].get("mean_nll_diff_one_token_minus_f64", 0.0)) for t in s), 6),
         "top1_agreement": sig(sum(t["agreement_with_llamacpp"]["top1_agreement"] * len(t["ids"]) for t in s)
                               / sum(len(t["ids"]) for t in s), 6),      # over all positions
-        "max_abs_logit_diff_top20": sig(max(t["agreement_with_llamacpp"]["max_abs_logit_diff_top20"] for t in s), 6),
+        "max_abs_logit_diff_topk": sig(max(t["agreement_with_llamacpp"]["max_abs_logit_diff_topk"] for t in s), 6),
     }
     print("  summary:", section["summary"])
     if emulate_check:

@@ -173,6 +173,62 @@ LOGIT_TEXTS = [
 ]
 
 
+# Texts of the qwen2 and gemma3 files, besides LOGIT_TEXTS' prose, chatml, code and multilingual.
+CODE_SWIFT = ("import Foundation\n\n"
+              "/// Returns the indices of the two numbers that add up to `target`.\n"
+              "func twoSum(_ nums: [Int], _ target: Int) -> (Int, Int)? {\n"
+              "    var seen = [Int: Int]()\n"
+              "    for (i, n) in nums.enumerated() {\n"
+              "        if let j = seen[target - n] { return (j, i) }\n"
+              "        seen[n] = i\n"
+              "    }\n"
+              "    return nil\n"
+              "}\n\nprint(twoSum([2, 7, 11, 15], 9) as Any)\n")
+MULTILINGUAL_CJK = ("東京は日本の首都で、人口は約千四百万人です。"
+                    "北京是中国的首都，有三千多年的历史。"
+                    "서울은 한국의 수도입니다. "
+                    "Москва — столица России. "
+                    "القاهرة هي عاصمة مصر.")
+GEMMA_TURNS = ("<start_of_turn>user\nWhat is the capital of France, and why is it famous?<end_of_turn>\n"
+               "<start_of_turn>model\nThe capital of France is Paris. It is famous for the Eiffel Tower, "
+               "the Louvre museum and its long history as a centre of art and science.<end_of_turn>\n"
+               "<start_of_turn>user\nThanks! Name one more city.<end_of_turn>\n<start_of_turn>model\n")
+
+
+def _text(name):
+    return next(t for t in LOGIT_TEXTS if t[0] == name)
+
+
+# Longer than Gemma 3's 512-token window: the local blocks of its later positions no
+# longer see the first half of the text, which repeats.
+LONG_WINDOW = ("long_window", _text("long_prose")[1] + "\n\n" + _text("prose")[1] + "\n\n" + _text("code")[1]
+               + "\n" + _text("long_prose")[1] + "\n\n" + _text("prose")[1], False)
+
+# Per file stem: the texts, how many tokens at most, top-k kept, context, whether the
+# tokenizer section is written (the tokenizer goldens of these vocabularies are
+# tokenizer_golden.py's), and whether BOS is added as the file's metadata says
+# (add_special: llama.cpp adds BOS only when tokenizer.ggml.add_bos_token is true).
+DEFAULT_PLAN = dict(texts=None, max_tokens=256, topk=TOPK, n_ctx=N_CTX, tokenizer=True, add_special=False)
+PLANS = {
+    "tiny-qwen2": dict(texts=LOGIT_TEXTS[:TINY_N_TEXTS], max_tokens=TINY_MAX_TOKENS, topk=5, n_ctx=256,
+                       tokenizer=False, add_special=True),
+    "tiny-gemma3": dict(texts=LOGIT_TEXTS[:TINY_N_TEXTS], max_tokens=TINY_MAX_TOKENS, topk=5, n_ctx=256,
+                        tokenizer=False, add_special=True),
+    "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M": dict(
+        texts=[_text("prose"), _text("chatml"), _text("code"), ("code_swift", CODE_SWIFT, False),
+               _text("multilingual"), ("multilingual_cjk", MULTILINGUAL_CJK, False), _text("long_prose")],
+        max_tokens=256, topk=5, n_ctx=N_CTX, tokenizer=False, add_special=True),
+    # float64 matmuls of the 1.5B model are slow in numpy: fewer and shorter texts.
+    "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M": dict(
+        texts=[_text("prose"), _text("chatml"), _text("code"), ("multilingual_cjk", MULTILINGUAL_CJK, False)],
+        max_tokens=128, topk=5, n_ctx=N_CTX, tokenizer=False, add_special=True),
+    "gemma-3-270m.Q4_K_M": dict(
+        texts=[_text("prose"), ("gemma_turns", GEMMA_TURNS, True), _text("code"), ("code_swift", CODE_SWIFT, False),
+               _text("multilingual"), ("multilingual_cjk", MULTILINGUAL_CJK, False), LONG_WINDOW],
+        max_tokens=1024, topk=5, n_ctx=1024, tokenizer=False, add_special=True),
+}
+
+
 _default_model_params = llama_c.llama_model_default_params
 
 
@@ -247,25 +303,28 @@ def tokenizer_section(model_path):
     return cases
 
 
-def logits_section(model_path, tiny):
-    common = dict(model_path=model_path, n_ctx=N_CTX, n_threads=2, n_threads_batch=2,
+def logits_section(model_path, tiny, plan):
+    n_ctx = plan["n_ctx"]
+    common = dict(model_path=model_path, n_ctx=n_ctx, n_threads=2, n_threads_batch=2,
                   logits_all=True, verbose=False, seed=0)
-    batched = load_llama(n_batch=512, n_ubatch=512, **common)
+    batched = load_llama(n_batch=n_ctx, n_ubatch=512, **common)
     one = load_llama(n_batch=1, n_ubatch=1, **common)
-    texts = LOGIT_TEXTS[:TINY_N_TEXTS] if tiny else LOGIT_TEXTS
+    texts = plan["texts"] or (LOGIT_TEXTS[:TINY_N_TEXTS] if tiny else LOGIT_TEXTS)
+    limit = TINY_MAX_TOKENS if tiny else plan["max_tokens"]
+    topk = plan["topk"]
     out = []
     for name, text, special in texts:
-        ids = batched.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        ids = batched.tokenize(text.encode("utf-8"), add_bos=plan["add_special"], special=special)
         entry = {"name": name, "text": text, "parse_special": special}
-        if tiny and len(ids) > TINY_MAX_TOKENS:
-            ids = ids[:TINY_MAX_TOKENS]
-            entry["truncated_to"] = TINY_MAX_TOKENS
-        assert 2 <= len(ids) <= 256, (name, len(ids))
+        if len(ids) > limit:
+            ids = ids[:limit]
+            entry["truncated_to"] = limit
+        assert 2 <= len(ids) <= n_ctx, (name, len(ids))
         sb = eval_all(batched, ids)
         so = eval_all(one, ids)
         nb = nll_of(sb, ids)
         no = nll_of(so, ids)
-        top = np.argsort(-sb, axis=-1, kind="stable")[:, :TOPK]
+        top = np.argsort(-sb, axis=-1, kind="stable")[:, :topk]
         topv = np.take_along_axis(sb, top, axis=-1)
         entry.update({
             "ids": ids,
@@ -288,6 +347,7 @@ def logits_section(model_path, tiny):
 def process(model_path, out_dir, tokenizer_only):
     stem = os.path.splitext(os.path.basename(model_path))[0]
     tiny = stem.startswith("tiny-")
+    plan = {**DEFAULT_PLAN, **PLANS.get(stem, {})}
     path = os.path.join(out_dir, f"llamacpp-{stem}.json")
     print(f"== {model_path} -> {path}")
     gold = {
@@ -296,15 +356,15 @@ def process(model_path, out_dir, tokenizer_only):
         "llama_cpp_python_version": llama_cpp.__version__,
         "generator": "scripts/reference/llamacpp_golden.py",
         "date": datetime.date.today().isoformat(),
-        "settings": {"n_ctx": N_CTX, "n_threads": 2, "logits_all": True,
-                     "batched": {"n_batch": 512, "n_ubatch": 512},
+        "settings": {"n_ctx": plan["n_ctx"], "n_threads": 2, "logits_all": True,
+                     "batched": {"n_batch": plan["n_ctx"], "n_ubatch": 512},
                      "one_token": {"n_batch": 1, "n_ubatch": 1},
                      "flash_attn": False, "kv_cache_type": "f16", "backend": "CPU",
                      "use_extra_bufts": False,
-                     "add_bos": False, "topk": TOPK, "float_digits": 6,
+                     "add_bos": plan["add_special"], "topk": plan["topk"], "float_digits": 6,
                      "nll": "nll[p] = -log_softmax(float64(logits[p]))[ids[p+1]], p = 0..n-2"},
-        "tokenizer": tokenizer_section(model_path),
-        "logits": [] if tokenizer_only else logits_section(model_path, tiny),
+        "tokenizer": tokenizer_section(model_path) if plan["tokenizer"] else [],
+        "logits": [] if tokenizer_only else logits_section(model_path, tiny, plan),
     }
     os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:

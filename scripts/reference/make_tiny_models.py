@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Tiny LLaMA-architecture GGUF models with a working byte-level BPE tokenizer.
 
-Produces models/tiny-q4_0.gguf, models/tiny-q4_1.gguf and models/tiny-mixed.gguf
-(each well under 1 MB), written with gguf-py's GGUFWriter and gguf.quants, i.e.
+Produces models/tiny-q4_0.gguf, models/tiny-q4_1.gguf and models/tiny-mixed.gguf,
+and models/tiny-qwen2.gguf and models/tiny-gemma3.gguf (see "Tiny qwen2 and gemma3
+models" below) (each well under 1 MB), written with gguf-py's GGUFWriter and gguf.quants, i.e.
 independently of the project's Swift GGUF writer and quantizers.
 
 Model: architecture "llama", 2 layers, n_embd 64, n_ff 160, 4 heads, 2 KV heads
@@ -423,6 +424,133 @@ def check_llamacpp(path):
     del llm
 
 
+# ---- Tiny qwen2 and gemma3 models (same tokenizer, other architectures) ----------------
+#
+# models/tiny-qwen2.gguf: architecture "qwen2", 2 layers, n_embd 64, n_ff 160, 4 heads,
+#   2 KV heads (head_dim 16), q/k/v biases (F32), rope base 1e6, rms eps 1e-6, context 256,
+#   untied output.weight (Q4_0), token_embd Q8_0.
+# models/tiny-gemma3.gguf: architecture "gemma3", 6 layers (blocks 0-4 local, 5 global),
+#   n_embd 64, n_ff 128, 4 heads, 1 KV head, key_length = value_length = 32 (so q is 128
+#   wide, not n_embd), sliding_window 8 (shorter than the golden texts), rope base 1e6
+#   (local blocks use 10,000), rms eps 1e-6, per-head q/k norms and post-attention /
+#   post-FFN norms, tied output (token_embd Q8_0).  Norm weights are stored the way
+#   llama.cpp's converter stores Gemma's (the 1 already added): plain multipliers around 1,
+#   a few of them large (up to 8) as in the real file.
+# Matrices of both spread over F32, Q8_0 and Q4_0 (ARCH_TYPES); norms and biases F32.
+# Both use the byte-level BPE vocabulary above, so that they do not depend on a
+# SentencePiece tokenizer; the forward golden tests take token ids from llama.cpp.
+
+ARCH_TYPES = [  # per layer (cycled): attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down
+    ["Q8_0", "Q4_0", "F32", "Q4_0", "Q8_0", "Q4_0", "Q8_0"],
+    ["Q4_0", "Q8_0", "Q4_0", "F32", "Q4_0", "Q8_0", "Q4_0"],
+    ["F32", "Q4_0", "Q8_0", "Q8_0", "Q4_0", "F32", "Q4_0"],
+]
+ARCH_MODELS = {
+    # name: dict of hyperparameters
+    "tiny-qwen2": dict(arch="qwen2", n_layer=2, n_embd=64, n_ff=160, n_head=4, n_head_kv=2, head_dim=16,
+                       rope_base=1e6, eps=1e-6, seed=4321),
+    "tiny-gemma3": dict(arch="gemma3", n_layer=6, n_embd=64, n_ff=128, n_head=4, n_head_kv=1, head_dim=32,
+                        rope_base=1e6, eps=1e-6, sliding_window=8, seed=5678),
+}
+
+
+def make_arch_weights(h, n_vocab):
+    """Float32 weights of a tiny qwen2 or gemma3 model (numpy shapes = reversed GGUF shapes)."""
+    rng = np.random.default_rng(h["seed"])
+    e, f, hd = h["n_embd"], h["n_ff"], h["head_dim"]
+    qd, kvd = h["n_head"] * hd, h["n_head_kv"] * hd
+
+    def mat(n_out, n_in, gain):
+        return (rng.standard_normal((n_out, n_in)) * gain / np.sqrt(n_in)).astype(np.float32)
+
+    def norm(n, spread=0.1):
+        return (1.0 + spread * rng.standard_normal(n)).astype(np.float32)
+
+    w = {"token_embd.weight": (rng.standard_normal((n_vocab, e)) * EMBD_STD).astype(np.float32)}
+    for i in range(h["n_layer"]):
+        p = f"blk.{i}."
+        w[p + "attn_norm.weight"] = norm(e)
+        w[p + "attn_q.weight"] = mat(qd, e, 2.0)
+        w[p + "attn_k.weight"] = mat(kvd, e, 2.0)
+        w[p + "attn_v.weight"] = mat(kvd, e, 1.0)
+        w[p + "attn_output.weight"] = mat(e, qd, 1.0)
+        w[p + "ffn_norm.weight"] = norm(e)
+        w[p + "ffn_gate.weight"] = mat(f, e, 1.0)
+        w[p + "ffn_up.weight"] = mat(f, e, 1.0)
+        w[p + "ffn_down.weight"] = mat(e, f, 1.0)
+        if h["arch"] == "qwen2":
+            w[p + "attn_q.bias"] = (0.5 * rng.standard_normal(qd)).astype(np.float32)
+            w[p + "attn_k.bias"] = (2.0 * rng.standard_normal(kvd)).astype(np.float32)   # Qwen's k biases are large
+            w[p + "attn_v.bias"] = (0.5 * rng.standard_normal(kvd)).astype(np.float32)
+        else:
+            w[p + "attn_q_norm.weight"] = norm(hd, 0.3)
+            w[p + "attn_k_norm.weight"] = norm(hd, 0.3)
+            post = norm(e, 0.3)
+            post[rng.integers(0, e, 3)] = 8.0
+            w[p + "post_attention_norm.weight"] = post
+            w[p + "post_ffw_norm.weight"] = norm(e, 0.3)
+    w["output_norm.weight"] = norm(e)
+    if h["arch"] == "qwen2":
+        w["output.weight"] = (rng.standard_normal((n_vocab, e)) * OUTPUT_STD).astype(np.float32)
+    return w
+
+
+def write_arch_model(name, tokens, toktypes, merges):
+    h = ARCH_MODELS[name]
+    weights = make_arch_weights(h, len(tokens))
+    path = os.path.join(OUT_DIR, name + ".gguf")
+    wr = gguf.GGUFWriter(path, h["arch"])
+    wr.add_name(name)
+    wr.add_type("model")
+    wr.add_context_length(N_CTX)
+    wr.add_embedding_length(h["n_embd"])
+    wr.add_block_count(h["n_layer"])
+    wr.add_feed_forward_length(h["n_ff"])
+    wr.add_head_count(h["n_head"])
+    wr.add_head_count_kv(h["n_head_kv"])
+    wr.add_rope_freq_base(h["rope_base"])
+    wr.add_layer_norm_rms_eps(h["eps"])
+    if h["arch"] == "gemma3":
+        wr.add_key_length(h["head_dim"])
+        wr.add_value_length(h["head_dim"])
+        wr.add_sliding_window(h["sliding_window"])
+    wr.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))
+    wr.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    wr.add_tokenizer_model("gpt2")
+    wr.add_tokenizer_pre("smollm")
+    wr.add_token_list(tokens)
+    wr.add_token_types(toktypes)
+    wr.add_token_merges(merges)
+    wr.add_bos_token_id(1)
+    wr.add_eos_token_id(2)
+    wr.add_unk_token_id(0)
+    wr.add_pad_token_id(2)
+    wr.add_add_bos_token(False)
+    wr.add_add_space_prefix(False)
+    wr.add_chat_template(CHAT_TEMPLATE)
+
+    def put(tname, ttype):
+        data, raw = encode(weights[tname], ttype)
+        wr.add_tensor(tname, data, raw_dtype=raw)
+
+    put("token_embd.weight", "Q8_0")
+    for i in range(h["n_layer"]):
+        p = f"blk.{i}."
+        for n in sorted(k[len(p):] for k in weights if k.startswith(p)):
+            if n[:-len(".weight")] in MATRICES and n.endswith(".weight"):
+                put(p + n, ARCH_TYPES[i % len(ARCH_TYPES)][MATRICES.index(n[:-len(".weight")])])
+            else:
+                put(p + n, "F32")
+    put("output_norm.weight", "F32")
+    if "output.weight" in weights:
+        put("output.weight", "Q4_0")
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
+    return path
+
+
 # --- Tiny llama models in the K-quants (and Q5_0/Q5_1), quantized by llama.cpp ----------
 #
 # K-quant rows must be multiples of 256, so these are wider: n_embd 256, n_ff 512,
@@ -529,6 +657,11 @@ def main():
     weights = make_weights(len(tokens))
     for name in VARIANTS:
         path = write_model(name, tokens, toktypes, merges, weights)
+        print(f"{path}: {os.path.getsize(path)} bytes")
+        check_float64(path)
+        check_llamacpp(path)
+    for name in ARCH_MODELS:
+        path = write_arch_model(name, tokens, toktypes, merges)
         print(f"{path}: {os.path.getsize(path)} bytes")
         check_float64(path)
         check_llamacpp(path)
