@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "Also print the time per operation (matmuls, attention, output projection, norms) of one run of each workload.")
     var profile = false
 
-    @Flag(name: .long, help: "Only time the kernels alone (matmul per shape, sgemm, dequantization, thread-pool overhead).")
+    @Flag(name: .long, help: "Only time the kernels alone: every block format's one-token and 512-token matmul on real-sized matrices against memory-bandwidth and sgemm floors, then (if --model is a model we run) its own shapes.")
     var kernels = false
 
     @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method.")
@@ -64,11 +64,8 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         model.applyThreads()
+        if kernels { return try BenchKernels(runs: runs, json: json).run(modelPath: model.model) }
         let m = try LlamaModel(path: model.model)
-        if kernels {
-            print(table(kernelReport(m, runs: runs)))
-            return
-        }
         let longest = promptLengths.max()!
         guard longest <= m.config.contextLength, genPrompt + genTokens <= m.config.contextLength else {
             throw ModelError.contextOverflow(tokens: max(longest, genPrompt + genTokens), contextLength: m.config.contextLength)

@@ -60,6 +60,8 @@ struct Inspect: ParsableCommand {
                 "alignment": file.alignment, "data_offset": file.dataOffset,
                 "metadata_keys": file.metadata.count,
                 "bytes_by_type": Dictionary(uniqueKeysWithValues: byType.map { ($0.type.name, ["count": $0.count, "bytes": $0.bytes]) }),
+                "bytes_per_weight": Dictionary(uniqueKeysWithValues: byType.map { ($0.type.name, bytesPerWeight($0.type)) }),
+                "unsupported_types": byType.filter { !$0.type.isSupportedForCompute }.map(\.type.name),
                 "tensors": file.tensors.map { ["name": $0.name, "type": $0.type.name, "shape": $0.shape, "bytes": $0.byteCount] },
             ]
             if let c = config {
@@ -86,7 +88,9 @@ struct Inspect: ParsableCommand {
         } else if let modelError {
             summary.append(["runnable", "no: \(modelError)"])
         }
-        let typeText = byType.map { "\($0.count) \($0.type.name) (\(megabytes($0.bytes)))" }.joined(separator: ", ")
+        let typeText = byType.map {
+            "\($0.count) \($0.type.name) (\(megabytes($0.bytes)), \(fixed(bytesPerWeight($0.type), 4)) bytes/weight\($0.type.isSupportedForCompute ? "" : ", not supported"))"
+        }.joined(separator: ", ")
         summary.append(["tensors", "\(file.tensors.count): \(typeText)"])
         if let g = generationBytes, let e = evalBytes, let c = config {
             summary.append(["memory to run", "about \(megabytes(g)) to generate with a \(min(context, c.contextLength))-token context; \(megabytes(e)) to evaluate 512-token passes (weights mapped from the file: \(megabytes(file.fileSize)))"])
@@ -99,4 +103,9 @@ struct Inspect: ParsableCommand {
         }
         print(table(rows))
     }
+}
+
+/// Bytes per weight of a type: its block's bytes over its weights (Q4_K: 144 / 256 = 0.5625).
+func bytesPerWeight(_ type: GGMLType) -> Double {
+    type.blockSize > 0 ? Double(type.bytesPerBlock) / Double(type.blockSize) : 0
 }

@@ -110,16 +110,27 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let q4_0 = GGMLType(rawValue: 2)
     /// 32 weights: `d: Float16`, `m: Float16`, 16 bytes of 4-bit codes; w = d × code + m.
     public static let q4_1 = GGMLType(rawValue: 3)
+    /// 32 weights: `d: Float16`, 4 bytes of fifth bits, 16 bytes of low nibbles; w = d × (code − 16).
     public static let q5_0 = GGMLType(rawValue: 6)
+    /// 32 weights: `d: Float16`, `m: Float16`, fifth bits, nibbles; w = d × code + m.
     public static let q5_1 = GGMLType(rawValue: 7)
     /// 32 weights: `d: Float16`, 32 × Int8; w = d × code.
     public static let q8_0 = GGMLType(rawValue: 8)
     public static let q8_1 = GGMLType(rawValue: 9)
+    // The K-quants: super-blocks of 256 weights in sub-blocks of 16 or 32 with small integer
+    // scales (and mins) relative to the super-block's half-precision d (and dmin); Quant's
+    // Blocks.swift gives each layout byte by byte.
+    /// 256 weights, 16 sub-blocks of 16: 4-bit scale and min each, 2-bit codes; w = d·scale·q − dmin·min.
     public static let q2_K = GGMLType(rawValue: 10)
+    /// 256 weights, 16 sub-blocks of 16: 6-bit scales, signed 3-bit codes (2 bits + a high-bit mask); w = d·(scale − 32)·q.
     public static let q3_K = GGMLType(rawValue: 11)
+    /// 256 weights, 8 sub-blocks of 32: 6-bit scales and mins packed in 12 bytes, 4-bit codes; w = d·scale·q − dmin·min.
     public static let q4_K = GGMLType(rawValue: 12)
+    /// 256 weights: as Q4_K with a fifth bit per code.
     public static let q5_K = GGMLType(rawValue: 13)
+    /// 256 weights, 16 sub-blocks of 16: int8 scales, 6-bit codes (4 + 2 bits); w = d·scale·(q − 32).
     public static let q6_K = GGMLType(rawValue: 14)
+    /// 256 weights: `d: Float32`, 256 × Int8, 16 Int16 sums; ggml's activation format (not computed with here).
     public static let q8_K = GGMLType(rawValue: 15)
     public static let bf16 = GGMLType(rawValue: 30)
 

@@ -21,7 +21,10 @@ import GGUF
 /// 8 bytes (two little-endian UInt32) widened to 8 × Int32.
 @inline(__always) @usableFromInline
 func widenWords(_ lo: UInt32, _ hi: UInt32) -> SIMD8<Int32> {
-    SIMD8<Int32>(truncatingIfNeeded: unsafeBitCast(SIMD2<UInt32>(lo.littleEndian, hi.littleEndian), to: SIMD8<UInt8>.self))
+    let b = unsafeBitCast(SIMD2<UInt32>(lo.littleEndian, hi.littleEndian), to: SIMD8<UInt8>.self)
+    var r = SIMD8<Int32>()
+    for i in 0..<8 { r[i] = Int32(b[i]) }
+    return r
 }
 
 /// Q4_K/Q5_K's eight 6-bit scales and mins from their 12 packed bytes at `p`, 6 bits a lane
@@ -71,15 +74,15 @@ public enum Q4_KFormat: BlockFormat {
     @inline(__always)
     public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
         let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * SIMD8<Float>(sc)
-        let ml = SIMD8<Float>(repeating: scales.m(b, block, 2)) * SIMD8<Float>(mn)
+        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
+        let ml = SIMD8<Float>(repeating: scales.m(b, block, 2)) * float8(mn)
         for c in 0..<4 {
             let d0 = SIMD8<Float>(repeating: dl[2 * c]), d1 = SIMD8<Float>(repeating: dl[2 * c + 1])
             let m0 = SIMD8<Float>(repeating: ml[2 * c]), m1 = SIMD8<Float>(repeating: ml[2 * c + 1])
             for g in 0..<4 {
                 let q = widenBytes8(block + 16 + 32 * c + 8 * g)
-                storeFloats8(d0 * SIMD8<Float>(q & 0x0f) - m0, out + 64 * c + 8 * g)
-                storeFloats8(d1 * SIMD8<Float>(q &>> 4) - m1, out + 64 * c + 32 + 8 * g)
+                storeFloats8(d0 * float8(q & 0x0f) - m0, out + 64 * c + 8 * g)
+                storeFloats8(d1 * float8(q &>> 4) - m1, out + 64 * c + 32 + 8 * g)
             }
         }
     }
@@ -104,22 +107,22 @@ public enum Q4_KDot: BlockDot {
     public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
                                   _ acc: inout SIMD8<Float>, _ offset: inout Float) {
         let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * SIMD8<Float>(sc)
-        offset += scales.m(b, block, 2) * laneSum(SIMD8<Float>(mn) * loadFloats8(a.sums + 8 * b))
+        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
+        offset += scales.m(b, block, 2) * laneSum(float8(mn) * loadFloats8(a.sums + 8 * b))
         let x = a.x + 256 * b
         let qs = block + 16
         for c in 0..<4 {
             let q0 = widenBytes8(qs + 32 * c), q1 = widenBytes8(qs + 32 * c + 8)
             let q2 = widenBytes8(qs + 32 * c + 16), q3 = widenBytes8(qs + 32 * c + 24)
             let xc = x + 64 * c
-            var lo = SIMD8<Float>(q0 & 0x0f) * loadFloats8(xc)
-            lo = lo.addingProduct(SIMD8<Float>(q1 & 0x0f), loadFloats8(xc + 8))
-            lo = lo.addingProduct(SIMD8<Float>(q2 & 0x0f), loadFloats8(xc + 16))
-            lo = lo.addingProduct(SIMD8<Float>(q3 & 0x0f), loadFloats8(xc + 24))
-            var hi = SIMD8<Float>(q0 &>> 4) * loadFloats8(xc + 32)
-            hi = hi.addingProduct(SIMD8<Float>(q1 &>> 4), loadFloats8(xc + 40))
-            hi = hi.addingProduct(SIMD8<Float>(q2 &>> 4), loadFloats8(xc + 48))
-            hi = hi.addingProduct(SIMD8<Float>(q3 &>> 4), loadFloats8(xc + 56))
+            var lo = float8(q0 & 0x0f) * loadFloats8(xc)
+            lo = lo.addingProduct(float8(q1 & 0x0f), loadFloats8(xc + 8))
+            lo = lo.addingProduct(float8(q2 & 0x0f), loadFloats8(xc + 16))
+            lo = lo.addingProduct(float8(q3 & 0x0f), loadFloats8(xc + 24))
+            var hi = float8(q0 &>> 4) * loadFloats8(xc + 32)
+            hi = hi.addingProduct(float8(q1 &>> 4), loadFloats8(xc + 40))
+            hi = hi.addingProduct(float8(q2 &>> 4), loadFloats8(xc + 48))
+            hi = hi.addingProduct(float8(q3 &>> 4), loadFloats8(xc + 56))
             acc = acc.addingProduct(lo, dl[2 * c])
             acc = acc.addingProduct(hi, dl[2 * c + 1])
         }
@@ -139,8 +142,8 @@ public enum Q5_KFormat: BlockFormat {
     @inline(__always)
     public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
         let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * SIMD8<Float>(sc)
-        let ml = SIMD8<Float>(repeating: scales.m(b, block, 2)) * SIMD8<Float>(mn)
+        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
+        let ml = SIMD8<Float>(repeating: scales.m(b, block, 2)) * float8(mn)
         for c in 0..<4 {
             let d0 = SIMD8<Float>(repeating: dl[2 * c]), d1 = SIMD8<Float>(repeating: dl[2 * c + 1])
             let m0 = SIMD8<Float>(repeating: ml[2 * c]), m1 = SIMD8<Float>(repeating: ml[2 * c + 1])
@@ -149,8 +152,8 @@ public enum Q5_KFormat: BlockFormat {
                 let h = widenBytes8(block + 16 + 8 * g)
                 let lo = (q & 0x0f) | (((h &>> Int32(2 * c)) & 1) &<< 4)
                 let hi = (q &>> 4) | (((h &>> Int32(2 * c + 1)) & 1) &<< 4)
-                storeFloats8(d0 * SIMD8<Float>(lo) - m0, out + 64 * c + 8 * g)
-                storeFloats8(d1 * SIMD8<Float>(hi) - m1, out + 64 * c + 32 + 8 * g)
+                storeFloats8(d0 * float8(lo) - m0, out + 64 * c + 8 * g)
+                storeFloats8(d1 * float8(hi) - m1, out + 64 * c + 32 + 8 * g)
             }
         }
     }
@@ -177,8 +180,8 @@ public enum Q5_KDot: BlockDot {
     public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
                                   _ acc: inout SIMD8<Float>, _ offset: inout Float) {
         let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * SIMD8<Float>(sc)
-        offset += scales.m(b, block, 2) * laneSum(SIMD8<Float>(mn) * loadFloats8(a.sums + 8 * b))
+        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
+        offset += scales.m(b, block, 2) * laneSum(float8(mn) * loadFloats8(a.sums + 8 * b))
         let x = a.x + 256 * b
         let qs = block + 48, qh = block + 16
         for c in 0..<4 {
@@ -187,8 +190,8 @@ public enum Q5_KDot: BlockDot {
             for g in 0..<4 {
                 let q = widenBytes8(qs + 32 * c + 8 * g)
                 let h = widenBytes8(qh + 8 * g)
-                lo = lo.addingProduct(SIMD8<Float>((q & 0x0f) | (((h &>> Int32(2 * c)) & 1) &<< 4)), loadFloats8(xc + 8 * g))
-                hi = hi.addingProduct(SIMD8<Float>((q &>> 4) | (((h &>> Int32(2 * c + 1)) & 1) &<< 4)), loadFloats8(xc + 32 + 8 * g))
+                lo = lo.addingProduct(float8((q & 0x0f) | (((h &>> Int32(2 * c)) & 1) &<< 4)), loadFloats8(xc + 8 * g))
+                hi = hi.addingProduct(float8((q &>> 4) | (((h &>> Int32(2 * c + 1)) & 1) &<< 4)), loadFloats8(xc + 32 + 8 * g))
             }
             acc = acc.addingProduct(lo, dl[2 * c])
             acc = acc.addingProduct(hi, dl[2 * c + 1])
@@ -228,10 +231,10 @@ public enum Q6_KFormat: BlockFormat {
             for g in 0..<4 {
                 let (q1, q2, q3, q4) = codesQ6K(block + 64 * h, block + 128 + 32 * h, 8 * g)
                 // Weight 32k + 8g + i of the half is in its sub-block 2k + g / 2.
-                storeFloats8(SIMD8<Float>(repeating: dl[g / 2]) * SIMD8<Float>(q1), y + 8 * g)
-                storeFloats8(SIMD8<Float>(repeating: dl[2 + g / 2]) * SIMD8<Float>(q2), y + 32 + 8 * g)
-                storeFloats8(SIMD8<Float>(repeating: dl[4 + g / 2]) * SIMD8<Float>(q3), y + 64 + 8 * g)
-                storeFloats8(SIMD8<Float>(repeating: dl[6 + g / 2]) * SIMD8<Float>(q4), y + 96 + 8 * g)
+                storeFloats8(SIMD8<Float>(repeating: dl[g / 2]) * float8(q1), y + 8 * g)
+                storeFloats8(SIMD8<Float>(repeating: dl[2 + g / 2]) * float8(q2), y + 32 + 8 * g)
+                storeFloats8(SIMD8<Float>(repeating: dl[4 + g / 2]) * float8(q3), y + 64 + 8 * g)
+                storeFloats8(SIMD8<Float>(repeating: dl[6 + g / 2]) * float8(q4), y + 96 + 8 * g)
             }
         }
     }
@@ -272,10 +275,10 @@ public enum Q6_KDot: BlockDot {
                 var s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>(), s4 = SIMD8<Float>()
                 for g in (2 * pair)..<(2 * pair + 2) {
                     let (q1, q2, q3, q4) = codesQ6K(block + 64 * h, block + 128 + 32 * h, 8 * g)
-                    s1 = s1.addingProduct(SIMD8<Float>(q1), loadFloats8(x + 8 * g))
-                    s2 = s2.addingProduct(SIMD8<Float>(q2), loadFloats8(x + 32 + 8 * g))
-                    s3 = s3.addingProduct(SIMD8<Float>(q3), loadFloats8(x + 64 + 8 * g))
-                    s4 = s4.addingProduct(SIMD8<Float>(q4), loadFloats8(x + 96 + 8 * g))
+                    s1 = s1.addingProduct(float8(q1), loadFloats8(x + 8 * g))
+                    s2 = s2.addingProduct(float8(q2), loadFloats8(x + 32 + 8 * g))
+                    s3 = s3.addingProduct(float8(q3), loadFloats8(x + 64 + 8 * g))
+                    s4 = s4.addingProduct(float8(q4), loadFloats8(x + 96 + 8 * g))
                 }
                 acc = acc.addingProduct(s1, dl[pair])
                 acc = acc.addingProduct(s2, dl[2 + pair])
@@ -310,13 +313,13 @@ public enum Q3_KFormat: BlockFormat {
     public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
         let d = SIMD8<Float>(repeating: scales.d(b, block, 108))
         let (s0, s1) = scalesQ3K(block + 96)
-        let dls = (d * SIMD8<Float>(s0), d * SIMD8<Float>(s1))
+        let dls = (d * float8(s0), d * float8(s1))
         for h in 0..<2 {
             let dl = h == 0 ? dls.0 : dls.1
             for s in 0..<4 {
                 for g in 0..<4 {
                     // Weight 32s + 8g + i of half h is in sub-block 8h + 2s + g / 2.
-                    storeFloats8(SIMD8<Float>(repeating: dl[2 * s + g / 2]) * SIMD8<Float>(codesQ3K(block, h: h, s: s, l: 8 * g)),
+                    storeFloats8(SIMD8<Float>(repeating: dl[2 * s + g / 2]) * float8(codesQ3K(block, h: h, s: s, l: 8 * g)),
                                  out + 128 * h + 32 * s + 8 * g)
                 }
             }
@@ -346,16 +349,16 @@ public enum Q3_KDot: BlockDot {
                                   _ acc: inout SIMD8<Float>, _ offset: inout Float) {
         let d = SIMD8<Float>(repeating: scales.d(b, block, 108))
         let (s0, s1) = scalesQ3K(block + 96)
-        let dls = (d * SIMD8<Float>(s0), d * SIMD8<Float>(s1))
+        let dls = (d * float8(s0), d * float8(s1))
         let x = a.x + 256 * b
         for h in 0..<2 {
             let dl = h == 0 ? dls.0 : dls.1
             for s in 0..<4 {
                 let xs = x + 128 * h + 32 * s
-                var t0 = SIMD8<Float>(codesQ3K(block, h: h, s: s, l: 0)) * loadFloats8(xs)
-                t0 = t0.addingProduct(SIMD8<Float>(codesQ3K(block, h: h, s: s, l: 8)), loadFloats8(xs + 8))
-                var t1 = SIMD8<Float>(codesQ3K(block, h: h, s: s, l: 16)) * loadFloats8(xs + 16)
-                t1 = t1.addingProduct(SIMD8<Float>(codesQ3K(block, h: h, s: s, l: 24)), loadFloats8(xs + 24))
+                var t0 = float8(codesQ3K(block, h: h, s: s, l: 0)) * loadFloats8(xs)
+                t0 = t0.addingProduct(float8(codesQ3K(block, h: h, s: s, l: 8)), loadFloats8(xs + 8))
+                var t1 = float8(codesQ3K(block, h: h, s: s, l: 16)) * loadFloats8(xs + 16)
+                t1 = t1.addingProduct(float8(codesQ3K(block, h: h, s: s, l: 24)), loadFloats8(xs + 24))
                 acc = acc.addingProduct(t0, dl[2 * s])
                 acc = acc.addingProduct(t1, dl[2 * s + 1])
             }
@@ -378,12 +381,12 @@ public enum Q2_KFormat: BlockFormat {
         let d = SIMD8<Float>(repeating: scales.d(b, block, 80)), dmin = SIMD8<Float>(repeating: scales.m(b, block, 82))
         for h in 0..<2 {
             let sm = widenBytes8(block + 8 * h)       // sub-blocks 8h..<8h+8: scale | min << 4
-            let dl = d * SIMD8<Float>(sm & 0x0f), ml = dmin * SIMD8<Float>(sm &>> 4)
+            let dl = d * float8(sm & 0x0f), ml = dmin * float8(sm &>> 4)
             for s in 0..<4 {
                 for g in 0..<4 {
                     let q = (widenBytes8(block + 16 + 32 * h + 8 * g) &>> Int32(2 * s)) & 3
                     let j = 2 * s + g / 2
-                    storeFloats8(SIMD8<Float>(repeating: dl[j]) * SIMD8<Float>(q) - SIMD8<Float>(repeating: ml[j]),
+                    storeFloats8(SIMD8<Float>(repeating: dl[j]) * float8(q) - SIMD8<Float>(repeating: ml[j]),
                                  out + 128 * h + 32 * s + 8 * g)
                 }
             }
@@ -417,14 +420,14 @@ public enum Q2_KDot: BlockDot {
         var mins = SIMD8<Float>()
         for h in 0..<2 {
             let sm = widenBytes8(block + 8 * h)
-            let dl = d * SIMD8<Float>(sm & 0x0f), m = SIMD8<Float>(sm &>> 4)
+            let dl = d * float8(sm & 0x0f), m = float8(sm &>> 4)
             for s in 0..<4 {
                 for pair in 0..<2 {
                     let l = 16 * pair
                     let q0 = (widenBytes8(block + 16 + 32 * h + l) &>> Int32(2 * s)) & 3
                     let q1 = (widenBytes8(block + 16 + 32 * h + l + 8) &>> Int32(2 * s)) & 3
                     let x0 = loadFloats8(x + 128 * h + 32 * s + l), x1 = loadFloats8(x + 128 * h + 32 * s + l + 8)
-                    let t = (SIMD8<Float>(q0) * x0).addingProduct(SIMD8<Float>(q1), x1)
+                    let t = (float8(q0) * x0).addingProduct(float8(q1), x1)
                     acc = acc.addingProduct(t, dl[2 * s + pair])
                     mins = mins.addingProduct(x0 + x1, m[2 * s + pair])
                 }

@@ -21,16 +21,37 @@ import GGUF
 
 // MARK: - Lane helpers
 
-/// Bytes p[0..<8] widened to 8 × Int32 (zero-extended).
+// The standard library's lane-type conversions (`SIMD8<Float>.init(_:)`,
+// `init(truncatingIfNeeded:)`) are generic loops over the lanes that the optimizer
+// inlines, and LLVM then turns into one instruction (vcvtdq2ps, vpmovzxbd), only when its
+// cost model says so: in large kernels it calls them out of line instead, passing the
+// vectors through memory, several times slower. The same loops written here in functions
+// that are always inlined always become the single instructions.
+
+/// 8 × Int32 converted to 8 × Float (vcvtdq2ps).
 @inline(__always) @usableFromInline
-func widenBytes8(_ p: UnsafeRawPointer) -> SIMD8<Int32> {
-    SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(as: SIMD8<UInt8>.self))
+func float8(_ v: SIMD8<Int32>) -> SIMD8<Float> {
+    var r = SIMD8<Float>()
+    for i in 0..<8 { r[i] = Float(v[i]) }
+    return r
 }
 
-/// Signed bytes p[0..<8] widened to 8 × Float.
+/// Bytes p[0..<8] widened to 8 × Int32, zero-extended (vpmovzxbd).
+@inline(__always) @usableFromInline
+func widenBytes8(_ p: UnsafeRawPointer) -> SIMD8<Int32> {
+    let b = p.loadUnaligned(as: SIMD8<UInt8>.self)
+    var r = SIMD8<Int32>()
+    for i in 0..<8 { r[i] = Int32(b[i]) }
+    return r
+}
+
+/// Signed bytes p[0..<8] widened to 8 × Float (vpmovsxbd, vcvtdq2ps).
 @inline(__always) @usableFromInline
 func signedBytes8(_ p: UnsafeRawPointer) -> SIMD8<Float> {
-    SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(as: SIMD8<Int8>.self)))
+    let b = p.loadUnaligned(as: SIMD8<Int8>.self)
+    var r = SIMD8<Int32>()
+    for i in 0..<8 { r[i] = Int32(b[i]) }
+    return float8(r)
 }
 
 @inline(__always) @usableFromInline
@@ -86,8 +107,8 @@ public enum Q4_0Format: BlockFormat {
         let d = SIMD8<Float>(repeating: scales.d(b, block, 0))
         for half in 0..<2 {
             let q = widenBytes8(block + 2 + 8 * half)
-            storeFloats8(d * SIMD8<Float>((q & 0x0f) &- 8), out + 8 * half)
-            storeFloats8(d * SIMD8<Float>((q &>> 4) &- 8), out + 16 + 8 * half)
+            storeFloats8(d * float8((q & 0x0f) &- 8), out + 8 * half)
+            storeFloats8(d * float8((q &>> 4) &- 8), out + 16 + 8 * half)
         }
     }
 
@@ -114,8 +135,8 @@ public enum Q4_1Format: BlockFormat {
         let m = SIMD8<Float>(repeating: scales.m(b, block, 2))
         for half in 0..<2 {
             let q = widenBytes8(block + 4 + 8 * half)
-            storeFloats8(d * SIMD8<Float>(q & 0x0f) + m, out + 8 * half)
-            storeFloats8(d * SIMD8<Float>(q &>> 4) + m, out + 16 + 8 * half)
+            storeFloats8(d * float8(q & 0x0f) + m, out + 8 * half)
+            storeFloats8(d * float8(q &>> 4) + m, out + 16 + 8 * half)
         }
     }
 
@@ -156,10 +177,10 @@ public enum Q8_0Format: BlockFormat {
 func nibbleDot(_ codes: UnsafeRawPointer, _ xb: UnsafePointer<Float>) -> SIMD8<Float> {
     let q0 = widenBytes8(codes)       // weights 0..<8 (low nibbles), 16..<24 (high)
     let q1 = widenBytes8(codes + 8)   // weights 8..<16, 24..<32
-    var s = SIMD8<Float>(q0 & 0x0f) * loadFloats8(xb)
-    s = s.addingProduct(SIMD8<Float>(q1 & 0x0f), loadFloats8(xb + 8))
-    s = s.addingProduct(SIMD8<Float>(q0 &>> 4), loadFloats8(xb + 16))
-    return s.addingProduct(SIMD8<Float>(q1 &>> 4), loadFloats8(xb + 24))
+    var s = float8(q0 & 0x0f) * loadFloats8(xb)
+    s = s.addingProduct(float8(q1 & 0x0f), loadFloats8(xb + 8))
+    s = s.addingProduct(float8(q0 &>> 4), loadFloats8(xb + 16))
+    return s.addingProduct(float8(q1 &>> 4), loadFloats8(xb + 24))
 }
 
 /// Σ code[i] · x[i] over one Q8_0 block's 32 signed codes, unscaled, in 8 lanes.
@@ -252,14 +273,14 @@ public func nibbleOrder(_ x: UnsafePointer<Float>, count: Int, into xp: UnsafeMu
 func nibbleDotOrdered(_ codes: UnsafeRawPointer, _ xp: UnsafePointer<Float>) -> SIMD8<Float> {
     let c = codes.loadUnaligned(as: SIMD4<Int32>.self)
     let v = SIMD8<Int32>(lowHalf: c, highHalf: c)
-    @inline(__always) func nibbles(_ mask: SIMD8<Int32>) -> SIMD8<Float> { SIMD8<Float>(v & mask) }
+    @inline(__always) func nibbles(_ mask: SIMD8<Int32>) -> SIMD8<Float> { float8(v & mask) }
     var s = nibbles(SIMD8<Int32>(0xf, 0xf, 0xf, 0xf, 0xf0, 0xf0, 0xf0, 0xf0)) * loadFloats8(xp)
     s = s.addingProduct(nibbles(SIMD8<Int32>(0xf00, 0xf00, 0xf00, 0xf00, 0xf000, 0xf000, 0xf000, 0xf000)), loadFloats8(xp + 8))
     s = s.addingProduct(nibbles(SIMD8<Int32>(0xf_0000, 0xf_0000, 0xf_0000, 0xf_0000, 0xf0_0000, 0xf0_0000, 0xf0_0000, 0xf0_0000)),
                         loadFloats8(xp + 16))
     // The top nibble would make the lane negative: bring it down to position 6 first.
     let top = (v &>> SIMD8<Int32>(0, 0, 0, 0, 4, 4, 4, 4)) & 0x0f00_0000
-    return s.addingProduct(SIMD8<Float>(top), loadFloats8(xp + 24))
+    return s.addingProduct(float8(top), loadFloats8(xp + 24))
 }
 
 /// Both half-precision numbers at `p` (Q4_1's d and m), converted with one instruction.
@@ -313,10 +334,10 @@ func fifthBits8(_ qh: UInt32, _ k: Int) -> SIMD8<Int32> {
 func fiveBitDot(_ qh: UInt32, _ codes: UnsafeRawPointer, _ xb: UnsafePointer<Float>) -> SIMD8<Float> {
     let q0 = widenBytes8(codes)       // weights 0..<8 (low nibbles), 16..<24 (high)
     let q1 = widenBytes8(codes + 8)   // weights 8..<16, 24..<32
-    var s = SIMD8<Float>((q0 & 0x0f) | fifthBits8(qh, 0)) * loadFloats8(xb)
-    s = s.addingProduct(SIMD8<Float>((q1 & 0x0f) | fifthBits8(qh, 8)), loadFloats8(xb + 8))
-    s = s.addingProduct(SIMD8<Float>((q0 &>> 4) | fifthBits8(qh, 16)), loadFloats8(xb + 16))
-    return s.addingProduct(SIMD8<Float>((q1 &>> 4) | fifthBits8(qh, 24)), loadFloats8(xb + 24))
+    var s = float8((q0 & 0x0f) | fifthBits8(qh, 0)) * loadFloats8(xb)
+    s = s.addingProduct(float8((q1 & 0x0f) | fifthBits8(qh, 8)), loadFloats8(xb + 8))
+    s = s.addingProduct(float8((q0 &>> 4) | fifthBits8(qh, 16)), loadFloats8(xb + 16))
+    return s.addingProduct(float8((q1 &>> 4) | fifthBits8(qh, 24)), loadFloats8(xb + 24))
 }
 
 /// Q5_0 (`BlockQ5_0`): d at 0, fifth bits at 2, nibbles at 6; w = d × (code − 16).
@@ -332,8 +353,8 @@ public enum Q5_0Format: BlockFormat {
         let qh = loadUInt32(block, 2)
         for half in 0..<2 {
             let q = widenBytes8(block + 6 + 8 * half)
-            storeFloats8(d * SIMD8<Float>(((q & 0x0f) | fifthBits8(qh, 8 * half)) &- 16), out + 8 * half)
-            storeFloats8(d * SIMD8<Float>(((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) &- 16), out + 16 + 8 * half)
+            storeFloats8(d * float8(((q & 0x0f) | fifthBits8(qh, 8 * half)) &- 16), out + 8 * half)
+            storeFloats8(d * float8(((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) &- 16), out + 16 + 8 * half)
         }
     }
 
@@ -364,8 +385,8 @@ public enum Q5_1Format: BlockFormat {
         let qh = loadUInt32(block, 4)
         for half in 0..<2 {
             let q = widenBytes8(block + 8 + 8 * half)
-            storeFloats8(d * SIMD8<Float>((q & 0x0f) | fifthBits8(qh, 8 * half)) + m, out + 8 * half)
-            storeFloats8(d * SIMD8<Float>((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) + m, out + 16 + 8 * half)
+            storeFloats8(d * float8((q & 0x0f) | fifthBits8(qh, 8 * half)) + m, out + 8 * half)
+            storeFloats8(d * float8((q &>> 4) | fifthBits8(qh, 16 + 8 * half)) + m, out + 16 + 8 * half)
         }
     }
 
