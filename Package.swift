@@ -57,7 +57,7 @@ let package = Package(
 
         // The optimizer plugin ABI (one C header) and the host that loads plugins through it.
         .target(name: "COptimizerABI"),
-        .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "Quant", "ZerothOrder"]),
+        .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "GGUF", "Quant", "ZerothOrder"]),
         // The shipped plugins, each built against the header alone, never against the host.
         .target(name: "ZOSGDPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGD"),
         .target(name: "ZOSGDSignPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGDSign", publicHeadersPath: ".",
@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
-        .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "TestSupport"]),
+        .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "CLZ4", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
     ],
