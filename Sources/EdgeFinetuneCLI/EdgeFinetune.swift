@@ -2,6 +2,7 @@
 // the only part of the program that exits.
 
 import ArgumentParser
+import CPUFeatures
 import GGUF
 import Quant
 import ZerothOrder
@@ -20,8 +21,22 @@ struct EdgeFinetune: ParsableCommand {
 
     static func main() {
         Console.install()
+        checkCPU()
         useFastBLASKernels()
         Self.main(nil)
+    }
+
+    /// Stops with one line when the numeric modules were compiled for CPU features this CPU
+    /// lacks (they would die of SIGILL): which ones, and how to build for any x86-64 CPU.
+    /// This file is compiled for the baseline, so this check itself always runs.
+    private static func checkCPU() {
+        #if EDGE_FINETUNE_NEEDS_HASWELL
+        var missing = [CChar](repeating: 0, count: 128)
+        guard edge_cpu_has_haswell_features(&missing, UInt(missing.count)) == 0 else { return }
+        let names = String(decoding: missing.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        Console.writeError("edge-finetune: this build is for x86-64 CPUs with AVX2, FMA and F16C (Haswell, 2013, and later); this CPU lacks \(names). Build for any x86-64 CPU with: EDGE_FINETUNE_PORTABLE=1 swift build -c release\n")
+        Self.exit(withError: ExitCode.failure)
+        #endif
     }
 
     /// When OpenBLAS fell back to kernels older than the CPU supports, runs this program
