@@ -12,18 +12,28 @@
 //   edge-finetune (EdgeFinetuneCLI) the command line, the only place that parses flags or exits
 import PackageDescription
 
-/// Release builds of numeric code: no bounds checks in the kernels' inner loops
-/// (every index there is derived from sizes validated at the edges).
-/// On x86-64 the kernels are compiled for AVX2 and FMA (Haswell, 2013, and later).
-#if arch(x86_64)
-let cpuFlags = ["-target-cpu", "haswell"]
-#else
-let cpuFlags: [String] = []
-#endif
+/// Release builds keep Swift's checks (bounds, overflow, preconditions) everywhere except
+/// the kernels' inner loops in Quant, where every index is derived from sizes validated at
+/// the edges and `-Ounchecked` measurably pays (see the README's speed table). Code that
+/// parses files (GGUF, checkpoints, adapters, data) is never built unchecked.
 let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(cpuFlags),
 ]
+
+/// On x86-64 the numeric modules (Quant, Model, ZerothOrder, PluginHost) are compiled for
+/// AVX2, FMA and F16C (Haswell, 2013, and later) unless EDGE_FINETUNE_PORTABLE=1 is set
+/// when building (`EDGE_FINETUNE_PORTABLE=1 swift build -c release`): then for the x86-64
+/// baseline, which runs on any x86-64 CPU. The command line and GGUF are always compiled for
+/// the baseline, and the first thing edge-finetune does is check that the CPU has what the
+/// numeric modules were compiled for, naming what is missing and this flag.
+let portable = Context.environment["EDGE_FINETUNE_PORTABLE"] == "1"
+#if arch(x86_64)
+let cpuSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"])]
+let cliCPUSettings: [SwiftSetting] = portable ? [] : [.define("EDGE_FINETUNE_NEEDS_HASWELL")]
+#else
+let cpuSettings: [SwiftSetting] = []
+let cliCPUSettings: [SwiftSetting] = []
+#endif
 
 let package = Package(
     name: "EdgeFinetune",
@@ -49,15 +59,19 @@ let package = Package(
         .systemLibrary(name: "CFFI", pkgConfig: "libffi",
                        providers: [.apt(["libffi-dev"])]),
 
-        .target(name: "GGUF", swiftSettings: kernelSettings),
-        .target(name: "Quant", dependencies: ["GGUF", "COpenBLAS"], swiftSettings: kernelSettings),
-        .target(name: "Model", dependencies: ["GGUF", "Quant", "COpenBLAS"], swiftSettings: kernelSettings),
+        // What the CPU supports (a few lines of C: the compilers' __builtin_cpu_supports).
+        .target(name: "CPUFeatures"),
+
+        .target(name: "GGUF"),
+        .target(name: "Quant", dependencies: ["GGUF", "COpenBLAS"], swiftSettings: kernelSettings + cpuSettings),
+        .target(name: "Model", dependencies: ["GGUF", "Quant", "COpenBLAS"], swiftSettings: cpuSettings),
         .target(name: "ZerothOrder", dependencies: ["GGUF", "Quant", "Model", "COpenBLAS", "CLZ4"],
-                swiftSettings: kernelSettings),
+                swiftSettings: cpuSettings),
 
         // The optimizer plugin ABI (one C header) and the host that loads plugins through it.
         .target(name: "COptimizerABI"),
-        .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "Quant", "ZerothOrder"]),
+        .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "GGUF", "Quant", "ZerothOrder"],
+                swiftSettings: cpuSettings),
         // The shipped plugins, each built against the header alone, never against the host.
         .target(name: "ZOSGDPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGD"),
         .target(name: "ZOSGDSignPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOSGDSign", publicHeadersPath: ".",
@@ -70,17 +84,17 @@ let package = Package(
         .executableTarget(
             name: "EdgeFinetuneCLI",
             dependencies: [
-                "GGUF", "Quant", "Model", "ZerothOrder", "PluginHost",
+                "CPUFeatures", "GGUF", "Quant", "Model", "ZerothOrder", "PluginHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: kernelSettings),
+            swiftSettings: cliCPUSettings),
 
         // Tests: one target per module, plus the helpers they share.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["GGUF", "Quant", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
-        .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "TestSupport"]),
+        .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "CLZ4", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["GGUF", "TestSupport"]),
         .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
     ],

@@ -46,14 +46,14 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method.")
     var training = true
 
-    @Flag(name: .long, help: "Print one JSON object instead of a table.")
+    @Flag(name: .long, help: "Print one JSON object instead of a table (a NaN or infinite number is null).")
     var json = false
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1 (got \(runs))") }
-        guard genTokens >= 0 else { throw ValidationError("--gen-tokens must be 0 or more (got \(genTokens))") }
-        guard genPrompt >= 1 else { throw ValidationError("--gen-prompt must be at least 1 (got \(genPrompt))") }
-        guard !promptLengths.isEmpty, promptLengths.allSatisfy({ $0 >= 2 }) else {
+        guard (1...100_000).contains(runs) else { throw ValidationError("--runs must be in 1...100000 (got \(runs))") }
+        guard (0...(1 << 24)).contains(genTokens) else { throw ValidationError("--gen-tokens must be in 0...\(1 << 24) (got \(genTokens))") }
+        guard (1...(1 << 24)).contains(genPrompt) else { throw ValidationError("--gen-prompt must be in 1...\(1 << 24) (got \(genPrompt))") }
+        guard !promptLengths.isEmpty, promptLengths.allSatisfy({ $0 >= 2 && $0 <= 1 << 24 }) else {
             throw ValidationError("--tokens must be a comma-separated list of lengths of at least 2 (got '\(tokens)')")
         }
     }

@@ -2,6 +2,8 @@
 // the only part of the program that exits.
 
 import ArgumentParser
+import CPUFeatures
+import GGUF
 import Quant
 import ZerothOrder
 #if canImport(Glibc)
@@ -18,8 +20,23 @@ struct EdgeFinetune: ParsableCommand {
                       ExportCommand.self, PluginsCommand.self, Bench.self])
 
     static func main() {
+        Console.install()
+        checkCPU()
         useFastBLASKernels()
         Self.main(nil)
+    }
+
+    /// Stops with one line when the numeric modules were compiled for CPU features this CPU
+    /// lacks (they would die of SIGILL): which ones, and how to build for any x86-64 CPU.
+    /// This file is compiled for the baseline, so this check itself always runs.
+    private static func checkCPU() {
+        #if EDGE_FINETUNE_NEEDS_HASWELL
+        var missing = [CChar](repeating: 0, count: 128)
+        guard edge_cpu_has_haswell_features(&missing, UInt(missing.count)) == 0 else { return }
+        let names = String(decoding: missing.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        Console.writeError("edge-finetune: this build is for x86-64 CPUs with AVX2, FMA and F16C (Haswell, 2013, and later); this CPU lacks \(names). Build for any x86-64 CPU with: EDGE_FINETUNE_PORTABLE=1 swift build -c release\n")
+        Self.exit(withError: ExitCode.failure)
+        #endif
     }
 
     /// When OpenBLAS fell back to kernels older than the CPU supports, runs this program
@@ -31,6 +48,13 @@ struct EdgeFinetune: ParsableCommand {
         execv("/proc/self/exe", arguments)
         // execv returned: carry on with the slower kernels.
     }
+}
+
+/// Refuses, before any work, outputs that are one of the inputs (by file identity), that
+/// exist and are not regular files, or whose directory cannot be written. Every command
+/// that writes a file calls this first, with every file it reads and writes.
+func checkFiles(outputs: [NamedFile], inputs: [NamedFile]) throws {
+    try FileSafety.check(outputs: outputs, inputs: inputs)
 }
 
 /// Options every command that loads a model shares.
@@ -56,7 +80,7 @@ struct ModelOptions: ParsableArguments {
 
 /// `--memory-budget`, shared by the commands that plan their memory.
 struct MemoryBudgetOptions: ParsableArguments {
-    @Option(name: .long, help: "Memory budget, e.g. 96M or 1.5G: plan smaller passes and stream weights from disk to stay under it, or refuse before starting (train's default: the model file's size plus 40 MB).")
+    @Option(name: .long, help: "Memory budget, e.g. 96M, 1.5G or 512MiB: plan smaller passes and stream weights from disk to stay under it, or refuse before starting (train's default: the model file's size plus 40 MB). k, M, G, T (or kB, MB, GB, TB) are powers of 1000, so a bare M is 10^6 bytes; KiB, MiB, GiB, TiB are powers of 1024; no unit: bytes.")
     var memoryBudget: String?
 
     /// The budget in bytes, when one was given.
@@ -64,7 +88,7 @@ struct MemoryBudgetOptions: ParsableArguments {
 
     func validate() throws {
         if let memoryBudget, MemoryPlanner.parseSize(memoryBudget) == nil {
-            throw ValidationError("--memory-budget must be a size such as 96M, 1.5G or 500000000 (got \(memoryBudget))")
+            throw ValidationError("--memory-budget must be a size from 1 byte to 4.6 EB such as 96M, 1.5G, 512MiB or 500000000 (got \(memoryBudget))")
         }
     }
 }

@@ -1,6 +1,7 @@
 // `edge-finetune eval`: mean next-token NLL and perplexity over a JSONL file.
 
 import ArgumentParser
+import GGUF
 import Model
 import Quant
 import ZerothOrder
@@ -29,42 +30,49 @@ struct Eval: ParsableCommand {
 
     @OptionGroup var budget: MemoryBudgetOptions
 
-    @Flag(name: .long, help: "Print {\"tokens\": N, \"nll\": x, \"ppl\": y}.")
+    @Flag(name: .long, help: "Print {\"tokens\": N, \"nll\": x, \"ppl\": y} (a NaN or infinite value is null).")
     var json = false
 
     func validate() throws {
-        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        guard (2...(1 << 30)).contains(maxLength) else { throw ValidationError("--max-length must be in 2...\(1 << 30) (got \(maxLength))") }
     }
 
     func run() throws {
+        var inputs = [NamedFile("--model", model.model), NamedFile("--data", data)]
+        if let adapter { inputs.append(NamedFile("--adapter", adapter)) }
+        if let referenceModel { inputs.append(NamedFile("--reference-model", referenceModel)) }
+        try checkFiles(outputs: [], inputs: inputs)
         model.applyThreads()
         let m = try LlamaModel(path: model.model, addedTokens: try adapter.map { try Adapter.newTokens(atPath: $0) } ?? [])
         let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
         let length = min(maxLength, m.config.contextLength)
         let examples = try Dataset.load(path: data, tokenizer: applied?.tokenizer ?? m.tokenizer, maxLength: length)
-        var capacity = max(length, 256)
+        // Buffers sized from the data, not from --max-length: passes of up to 256 tokens (or
+        // the longest example), a context as long as the longest example.
+        let longest = examples.map(\.tokens.count).max() ?? 1
+        let totalTokens = examples.reduce(0) { $0 + $1.tokens.count }
+        var capacity = max(longest, min(256, totalTokens))
         var streamer: WeightStreamer?
         var tileRows = RunState.tileRows
         if let budgetBytes = budget.bytes {
             let plan = try inferencePlan(model: m, budget: budgetBytes,
-                                         lengths: examples.map(\.tokens.count), contextLength: length)
+                                         lengths: examples.map(\.tokens.count), contextLength: longest)
             warn("memory plan: \(plan.description)")
-            capacity = max(plan.passTokens, examples.map(\.tokens.count).max() ?? 1)
+            capacity = max(plan.passTokens, longest)
             tileRows = plan.tileRows
             if plan.streaming {
                 streamer = WeightStreamer(model: m)
                 m.file.mapping.release(0..<m.file.fileSize)
             }
         }
-        let evaluator = Evaluator(model: m, state: RunState(config: m.config, capacity: capacity, contextLength: length, tileRows: tileRows),
+        let evaluator = Evaluator(model: m, state: RunState(config: m.config, capacity: capacity, contextLength: longest, tileRows: tileRows),
                                   output: OutputScratch(dim: m.config.dim, capacity: min(capacity, 256)))
         evaluator.weights = streamer
         let result = try evaluator.evaluate(examples, extra: applied?.extra)
         var kl: Double?
         if let referenceModel {
             let reference = try LlamaModel(path: referenceModel)
-            let longest = examples.map(\.tokens.count).max() ?? 1
-            kl = try evaluator.klDivergence(from: Evaluator(model: reference, capacity: longest, contextLength: length), examples,
+            kl = try evaluator.klDivergence(from: Evaluator(model: reference, capacity: longest, contextLength: longest), examples,
                                             extra: applied?.extra)
         }
         if json {

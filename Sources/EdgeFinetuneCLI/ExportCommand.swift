@@ -1,6 +1,7 @@
 // `edge-finetune export`: bake an adapter into a complete GGUF model that llama.cpp loads.
 
 import ArgumentParser
+import GGUF
 import Model
 import ZerothOrder
 
@@ -23,7 +24,14 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .long, help: "Longest example in tokens for --eval-data.")
     var maxLength = 512
 
+    func validate() throws {
+        guard (2...(1 << 30)).contains(maxLength) else { throw ValidationError("--max-length must be in 2...\(1 << 30) (got \(maxLength))") }
+    }
+
     func run() throws {
+        var inputs = [NamedFile("--model", model.model), NamedFile("--adapter", adapter)]
+        if let evalData { inputs.append(NamedFile("--eval-data", evalData)) }
+        try checkFiles(outputs: [NamedFile("--out", out)], inputs: inputs)
         model.applyThreads()
         let m = try LlamaModel(path: model.model)
         let a = try Adapter.read(path: adapter, for: m)
@@ -34,7 +42,9 @@ struct ExportCommand: ParsableCommand {
             let applied = try AppliedAdapter(Export.rounded(a, for: m), model: m)
             let length = min(maxLength, m.config.contextLength)
             let examples = try Dataset.load(path: evalData, tokenizer: applied.tokenizer, maxLength: length)
-            let result = try Evaluator(model: m, capacity: max(length, 256), contextLength: length)
+            let longest = examples.map(\.tokens.count).max() ?? 1
+            let result = try Evaluator(model: m, capacity: max(longest, min(256, examples.reduce(0) { $0 + $1.tokens.count })),
+                                       contextLength: longest)
                 .evaluate(examples, extra: applied.extra)
             print("held-out NLL of the exported model: \(fixed(result.nll)) nats over \(result.tokens) tokens")
         }

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import GGUF
 import Model
 import ZerothOrder
 
@@ -40,14 +41,17 @@ struct Generate: ParsableCommand {
     @OptionGroup var budget: MemoryBudgetOptions
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
+        guard (1...(1 << 24)).contains(maxTokens) else { throw ValidationError("--max-tokens must be in 1...\(1 << 24) (got \(maxTokens))") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more (got \(temperature))") }
-        guard topK >= 0 else { throw ValidationError("--top-k must be 0 or more (got \(topK))") }
+        guard topK >= 0, topK <= 1 << 24 else { throw ValidationError("--top-k must be 0 or more (got \(topK))") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
         if system != nil && !chat { throw ValidationError("--system needs --chat") }
     }
 
     func run() throws {
+        var inputs = [NamedFile("--model", model.model)]
+        if let adapter { inputs.append(NamedFile("--adapter", adapter)) }
+        try checkFiles(outputs: [], inputs: inputs)
         model.applyThreads()
         let m = try LlamaModel(path: model.model, addedTokens: try adapter.map { try Adapter.newTokens(atPath: $0) } ?? [])
         let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
@@ -77,16 +81,22 @@ struct Generate: ParsableCommand {
         let generator = Generator(model: m, contextLength: context, promptCapacity: min(ids.count, 512), extra: applied?.extra)
         generator.weights = streamer
         var decoder = StreamingDecoder(tokenizer: tokenizer)
-        let out = FileHandle.standardOutput
         let start = Date()
+        // Streamed to standard output token by token; a write that fails (a full disk, a
+        // closed pipe) stops generation with that error.
+        var writeError: Error?
         let produced = try generator.generate(
             prompt: ids, maxTokens: maxTokens,
             sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, seed: seed)
         ) { token in
-            out.write(Data(decoder.append(token).utf8))
+            do { try Console.writeOutput(decoder.append(token)) } catch {
+                writeError = error
+                return false
+            }
             return true
         }
-        out.write(Data((decoder.finish() + "\n").utf8))
+        if let writeError { throw writeError }
+        try Console.writeOutput(decoder.finish() + "\n")
         let seconds = Date().timeIntervalSince(start)
         warn("[\(ids.count) prompt tokens, \(produced.count) generated in \(String(format: "%.2f", seconds)) s]")
     }

@@ -13,11 +13,15 @@ struct Inspect: ParsableCommand {
     @Argument(help: "Path of the GGUF file.")
     var path: String
 
-    @Flag(name: .long, help: "Print one JSON object instead of text.")
+    @Flag(name: .long, help: "Print one JSON object instead of text (a NaN or infinite number is null).")
     var json = false
 
     @Option(name: .long, help: "Context length for the memory estimate of generation.")
     var context = 2048
+
+    func validate() throws {
+        guard (1...(1 << 30)).contains(context) else { throw ValidationError("--context must be in 1...\(1 << 30) (got \(context))") }
+    }
 
     func run() throws {
         let file = try GGUFFile(path: path)

@@ -29,6 +29,7 @@ struct RequantizeCommand: ParsableCommand {
     }
 
     func run() throws {
+        try checkFiles(outputs: [NamedFile("--out", out)], inputs: [NamedFile("--model", model)])
         let file = try GGUFFile(path: model)
         let patterns = tensors.split(separator: ",").map(String.init)
         let converted = try Requantize.write(file, to: out, type: GGMLType(name: type)!) { t in

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import GGUF
 import Model
 import PluginHost
 import Quant
@@ -120,10 +121,24 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "Keep the adapter of the best held-out evaluation: --out is written whenever the held-out NLL improves (from the start, step 0), not at the end. Needs --eval-data or --eval-fraction.")
     var keepBest = false
 
+    /// Bounds of the counts: far beyond any run, small enough that no product of them overflows.
+    static let maximumSteps = 1_000_000_000, maximumBatch = 1_000_000, maximumDirections = 10_000, maximumLength = 1 << 30
+
     func validate() throws {
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1 (got \(steps))") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
-        guard directions >= 1 else { throw ValidationError("--directions must be at least 1 (got \(directions))") }
+        guard (1...Self.maximumSteps).contains(steps) else { throw ValidationError("--steps must be in 1...\(Self.maximumSteps) (got \(steps))") }
+        guard (1...Self.maximumBatch).contains(batch) else { throw ValidationError("--batch must be in 1...\(Self.maximumBatch) (got \(batch))") }
+        guard (1...Self.maximumDirections).contains(directions) else {
+            throw ValidationError("--directions must be in 1...\(Self.maximumDirections) (got \(directions))")
+        }
+        guard (2...Self.maximumLength).contains(maxLength) else { throw ValidationError("--max-length must be in 2...\(Self.maximumLength) (got \(maxLength))") }
+        guard (1...Self.maximumSteps).contains(evalEvery) else { throw ValidationError("--eval-every must be in 1...\(Self.maximumSteps) (got \(evalEvery))") }
+        guard (2...65536).contains(subspacePeriod) else { throw ValidationError("--subspace-period must be in 2...65536 (got \(subspacePeriod))") }
+        guard subspaceThreshold > 0, subspaceThreshold < 1 else {
+            throw ValidationError("--subspace-threshold must be in (0, 1) (got \(subspaceThreshold))")
+        }
+        if let subspaceWarmup { guard (0...Self.maximumSteps).contains(subspaceWarmup) else {
+            throw ValidationError("--subspace-warmup must be in 0...\(Self.maximumSteps) (got \(subspaceWarmup))")
+        } }
         if let lr { guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be a positive number (got \(lr))") } }
         if let eps { guard eps.isFinite, eps > 0 else { throw ValidationError("--eps must be a positive number (got \(eps))") } }
         guard ddc >= 0, ddc.isFinite else { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
@@ -150,11 +165,25 @@ struct Train: ParsableCommand {
         guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
-        guard teacherTopK >= 1 else { throw ValidationError("--teacher-top-k must be at least 1 (got \(teacherTopK))") }
-        guard checkpointEvery >= 1 else { throw ValidationError("--checkpoint-every must be at least 1 (got \(checkpointEvery))") }
+        guard (1...65536).contains(teacherTopK) else { throw ValidationError("--teacher-top-k must be in 1...65536 (got \(teacherTopK))") }
+        guard (1...Self.maximumSteps).contains(checkpointEvery) else {
+            throw ValidationError("--checkpoint-every must be in 1...\(Self.maximumSteps) (got \(checkpointEvery))")
+        }
     }
 
+    /// Where the loss curve goes: beside --out, as .svg.
+    var curvePath: String { out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg" }
+
     func run() throws {
+        // Nothing the user has is overwritten, and an unwritable output is found before step 1.
+        var inputs = [NamedFile("--model", model.model), NamedFile("--data", data)]
+        if let evalData { inputs.append(NamedFile("--eval-data", evalData)) }
+        if let teacher { inputs.append(NamedFile("--teacher", teacher)) }
+        if optimizer.contains("/") { inputs.append(NamedFile("--optimizer", optimizer)) }
+        var outputs = [NamedFile("--out", out), NamedFile("the loss curve (beside --out)", curvePath)]
+        if let logJson { outputs.append(NamedFile("--log-json", logJson)) }
+        try checkFiles(outputs: outputs, inputs: inputs)
+
         model.applyThreads()
         let clock = ContinuousClock()
         let started = clock.now
@@ -185,10 +214,14 @@ struct Train: ParsableCommand {
         o.checkpointEvery = checkpointEvery
         o.resume = resume
         o.extraIdentity = ["optimizer_options": opt.joined(separator: " ")]
+        // What a plugin may allocate through the host: the run's budget at most (the planner
+        // then counts what it did allocate, and refuses a plan that no longer fits).
+        var modelInfo = stat()
+        let pluginCap = budget.bytes ?? (stat(model.model, &modelInfo) == 0 ? Int(modelInfo.st_size) : 0) + TrainingRun.defaultBudgetMargin
         let run = try TrainingRun(o, makeOptimizer: { groups in
             // A plugin, or the built-in ZO-SGD.
-            if optimizer == "zo-sgd" { return try builtInSGD(groups.map(\.count)) }
-            return try PluginHost.load(optimizer).makeOptimizer(options: opt, groups: groups, memoryBudget: nil)
+            if optimizer == "zo-sgd" { return try ZOSGD.make(groupSizes: groups.map(\.count), options: opt) }
+            return try PluginHost.load(optimizer).makeOptimizer(options: opt, groups: groups, memoryBudget: pluginCap)
         }, note: warn)
 
         /// Writes the adapter as it is after `step`, with the held-out NLL measured there.
@@ -251,7 +284,7 @@ struct Train: ParsableCommand {
 
         if !keepBest { try writeAdapter(step: lastStep, heldOut: records.last?.evalLoss) }
         let seconds = (clock.now - started).seconds
-        let curve = out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg"
+        let curve = curvePath
         try LossCurve(records: records, initialEval: initialEval).write(to: curve)
         var summary = [["adapter", out], ["loss curve", curve],
                        ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(records.count) / seconds)],
@@ -266,26 +299,6 @@ struct Train: ParsableCommand {
             summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step \(first.step) → \(last.step))"], at: 0)
         }
         print(table(summary))
-    }
-}
-
-extension Train {
-    /// The built-in ZO-SGD with `--opt momentum=… weight_decay=…`.
-    func builtInSGD(_ sizes: [Int]) throws -> ZOSGD {
-        var momentum: Float = 0
-        var weightDecay: Float = 0
-        for o in opt {
-            let parts = o.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let value = Float(parts[1]), value.isFinite else {
-                throw ValidationError("--opt \(o): expected name=number for the built-in zo-sgd (options: momentum, weight_decay)")
-            }
-            switch parts[0] {
-            case "momentum": momentum = value
-            case "weight_decay": weightDecay = value
-            default: throw ValidationError("--opt \(o): the built-in zo-sgd has no option '\(parts[0])' (options: momentum, weight_decay)")
-            }
-        }
-        return ZOSGD(groupSizes: sizes, momentum: momentum, weightDecay: weightDecay)
     }
 }
 

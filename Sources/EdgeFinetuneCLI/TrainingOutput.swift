@@ -31,7 +31,7 @@ struct ProgressDisplay {
             let width = 24
             let done = width * r.step / max(total, 1)
             let bar = String(repeating: "=", count: done) + (done < width ? ">" : "") + String(repeating: " ", count: max(0, width - done - 1))
-            FileHandle.standardError.write(Data("\r[\(bar)] \(text)\u{1B}[K".utf8))
+            Console.writeError("\r[\(bar)] \(text)\u{1B}[K")
         } else if r.evalLoss != nil || r.step == total || (ContinuousClock.now - lastPrinted).seconds >= 10 {
             warn("step \(text)")
             lastPrinted = .now
@@ -39,7 +39,7 @@ struct ProgressDisplay {
     }
 
     func finish() {
-        if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
+        if isTerminal { Console.writeError("\n") }
     }
 
     private func duration(_ s: Double) -> String {
@@ -49,30 +49,49 @@ struct ProgressDisplay {
     }
 }
 
-/// One JSON object per line per step.
+/// One JSON object per line per step (a NaN or infinite loss is written as null).
+/// A write that fails (a full disk) stops the run with the log's path and the reason.
 final class JSONLog {
-    private let handle: FileHandle
+    private let path: String
+    private let descriptor: Int32
 
     init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw ValidationErrorText("cannot create the log file \(path)")
+        self.path = path
+        descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw ValidationErrorText("cannot create the log file \(path): \(String(cString: strerror(errno)))")
         }
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     }
 
     /// Step 0: the held-out NLL before training.
     func writeInitial(evalNLL: Double) throws {
-        handle.write(Data((jsonText(["step": 0, "eval_nll": evalNLL]) + "\n").utf8))
+        try append(jsonText(["step": 0, "eval_nll": evalNLL]))
     }
 
     func write(_ r: StepRecord, lr: Float) throws {
         var object: [String: Any] = ["step": r.step, "loss": r.loss, "d": r.derivatives.map(Double.init),
                                      "lr": Double(lr), "seconds": r.seconds, "peak_rss": peakRSS()]
         if let e = r.evalLoss { object["eval_nll"] = e }
-        handle.write(Data((jsonText(object) + "\n").utf8))
+        try append(jsonText(object))
     }
 
-    deinit { try? handle.close() }
+    private func append(_ line: String) throws {
+        let bytes = Array((line + "\n").utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { systemWrite(descriptor, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw ValidationErrorText("cannot write the log file \(path): \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
+
+    deinit { close(descriptor) }
+}
+
+/// write(2) by its C name (`JSONLog.write` shadows it inside the class).
+private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, buffer, count)
 }
 
 struct ValidationErrorText: Error, CustomStringConvertible {

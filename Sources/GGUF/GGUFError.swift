@@ -2,6 +2,8 @@
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -57,6 +59,10 @@ public struct GGUFError: Error, Equatable, CustomStringConvertible {
         case tensorOutOfBounds(tensor: String, start: UInt64, byteCount: Int, fileSize: Int)
         /// A value given to the writer is not representable in GGUF.
         case invalidValue(String)
+        /// The path names a directory, a FIFO, a device: something that is not a regular file.
+        case notARegularFile(kind: String)
+        /// Two tensors' byte ranges overlap (`first` starts before `second` ends).
+        case overlappingTensors(first: String, second: String)
     }
 
     public var description: String {
@@ -107,11 +113,15 @@ public struct GGUFError: Error, Equatable, CustomStringConvertible {
             return "tensor '\(tensor)' (\(byteCount) bytes from byte \(start)) extends past the end of the file (\(fileSize) bytes)"
         case .invalidValue(let what):
             return "cannot write: \(what)"
+        case .notARegularFile(let kind):
+            return "is \(kind), not a regular file"
+        case .overlappingTensors(let first, let second):
+            return "the data of tensor '\(second)' overlaps the data of tensor '\(first)'; the file is damaged or was written wrongly"
         }
     }
 
     /// An error for a failed system call, with `errno`'s message.
-    static func system(_ operation: String, path: String) -> GGUFError {
+    public static func system(_ operation: String, path: String) -> GGUFError {
         let message = String(cString: strerror(errno))
         return GGUFError(path: path, offset: nil, reason: .system(operation: operation, message: message))
     }

@@ -3,6 +3,10 @@
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// What one tensor is and where its bytes are.
@@ -164,6 +168,11 @@ public final class GGUFFile: @unchecked Sendable {
                                 reason: .tensorOutOfBounds(tensor: t.name, start: start, byteCount: bytes, fileSize: fileSize),
                                 tensor: .init(type: t.type, dims: t.shape.map { UInt64($0) }))
             }
+        }
+        // No two tensors may share bytes (an empty tensor shares none).
+        let byStart = tensors.filter { $0.byteCount > 0 }.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(byStart, byStart.dropFirst()) where b.offset < a.offset + UInt64(a.byteCount) {
+            throw GGUFError(path: path, offset: dataStart + Int(b.offset), reason: .overlappingTensors(first: a.name, second: b.name))
         }
         self.dataOffset = dataStart
         self.tensors = tensors

@@ -4,6 +4,8 @@
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -219,7 +221,7 @@ public struct FileOutput {
     private func writeFully(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var done = 0
         while done < bytes.count {
-            let n = Glibc.write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            let n = systemWrite(descriptor, bytes.baseAddress! + done, bytes.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
                 return false
@@ -230,10 +232,22 @@ public struct FileOutput {
     }
 }
 
+/// write(2) by its C name: `FileOutput.write` would shadow it inside the type.
+private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, buffer, count)
+}
+
 /// Writes a file through `body` into a temporary file beside `path`, then fsyncs it,
 /// renames it over `path` and fsyncs the directory. On any failure the temporary
-/// file is removed and whatever was at `path` before is untouched.
+/// file is removed and whatever was at `path` before is untouched. A destination that
+/// exists and is not a regular file (a device, a directory) is refused before anything is
+/// written; temporary files of earlier writes whose process died are removed.
 public func writeAtomically(path: String, _ body: (inout FileOutput) throws(GGUFError) -> Void) throws(GGUFError) {
+    var existing = stat()
+    if stat(path, &existing) == 0, (existing.st_mode & S_IFMT) != S_IFREG {
+        throw GGUFError(path: path, offset: nil, reason: .notARegularFile(kind: fileKind(existing.st_mode)))
+    }
+    FileSafety.removeStaleTemporaries(of: path)
     let temporary = path + ".tmp-\(getpid())"
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw .system("create", path: temporary) }
@@ -258,12 +272,7 @@ public func writeAtomically(path: String, _ body: (inout FileOutput) throws(GGUF
 
 /// fsyncs the directory holding `path`, so a rename into it survives a power loss.
 func syncDirectory(containing path: String) {
-    let directory: String
-    if let slash = path.lastIndex(of: "/") {
-        directory = slash == path.startIndex ? "/" : String(path[..<slash])
-    } else {
-        directory = "."
-    }
+    let directory = FileSafety.directoryOf(path)
     let fd = open(directory, O_RDONLY | O_CLOEXEC)
     if fd >= 0 {
         fsync(fd)

@@ -2,6 +2,8 @@
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -19,17 +21,13 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(GGUFError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .system("open", path: path) }
+        // Opened without blocking and refused unless regular: a FIFO or a device never hangs here.
+        let fd = try FileSafety.openRegularFile(path)
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             let error = GGUFError.system("stat", path: path)
             close(fd)
             throw error
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw GGUFError(path: path, offset: nil, reason: .system(operation: "open", message: "not a regular file"))
         }
         let size = Int(info.st_size)
         if size == 0 {

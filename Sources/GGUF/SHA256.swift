@@ -102,6 +102,10 @@ public struct SHA256 {
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 extension GGUFFile {

@@ -5,6 +5,12 @@
 // for textual inversion), and BOS/EOS added as the model's metadata asks.
 
 import Foundation
+import GGUF
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One tokenized example.
 public struct Example: Sendable, Equatable {
@@ -29,19 +35,18 @@ public struct Example: Sendable, Equatable {
 }
 
 public enum Dataset {
-    /// Reads and tokenizes a JSONL file; every problem names the file and line.
+    /// Reads and tokenizes a JSONL file; every problem names the file and line. Lines end
+    /// with LF or CRLF. The file is read line by line, and a line longer than any example of
+    /// `maxLength` tokens could be is refused as its bytes arrive, before it is parsed.
     public static func load(path: String, tokenizer: Tokenizer, maxLength: Int) throws(ModelError) -> [Example] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw .data(path: path, line: nil, message: "cannot read the file (does it exist?)")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw .data(path: path, line: nil, message: "the file is not valid UTF-8")
-        }
+        let limit = lineByteLimit(tokenizer: tokenizer, maxLength: maxLength)
         var examples = [Example]()
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = index + 1
-            let trimmed = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
+        try forEachLine(path: path, limit: limit, maxLength: maxLength) { (line: Int, bytes: ArraySlice<UInt8>) throws(ModelError) in
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw .data(path: path, line: line, message: "the line is not valid UTF-8")
+            }
+            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            if trimmed.isEmpty { return }
             let object: [String: Any]
             do {
                 guard let o = try JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
@@ -59,6 +64,61 @@ public enum Dataset {
             throw .data(path: path, line: nil, message: "no examples: the file is empty (expected JSON lines with \"text\" or \"prompt\"/\"completion\")")
         }
         return examples
+    }
+
+    /// The most bytes a line holding an example of `maxLength` tokens can have: each token
+    /// covers at most the longest vocabulary piece's bytes, JSON escapes at most 6 bytes per
+    /// byte of text, and 64 KiB more for keys, spacing and other fields.
+    public static func lineByteLimit(tokenizer: Tokenizer, maxLength: Int) -> Int {
+        let longestPiece = max(16, tokenizer.vocabulary.tokens.lazy.map(\.utf8.count).max() ?? 16)
+        let (tokens, o1) = max(maxLength, 0).addingReportingOverflow(2)
+        let (bytes, o2) = tokens.multipliedReportingOverflow(by: 6 * longestPiece)
+        return o1 || o2 ? Int.max : bytes + 65536
+    }
+
+    /// Calls `body` with each line's bytes (without LF or CRLF) and its 1-based number.
+    static func forEachLine(path: String, limit: Int, maxLength: Int,
+                            _ body: (Int, ArraySlice<UInt8>) throws(ModelError) -> Void) throws(ModelError) {
+        let fd: Int32
+        do { fd = try FileSafety.openRegularFile(path) } catch {
+            throw .data(path: path, line: nil, message: "cannot read the file: \(error.description)")
+        }
+        defer { close(fd) }
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var current = [UInt8]()
+        var line = 1
+        func emit() throws(ModelError) {
+            var end = current.endIndex
+            if end > 0 && current[end - 1] == 0x0D { end -= 1 }
+            try body(line, current[0..<end])
+            current.removeAll(keepingCapacity: current.count <= 1 << 20)
+            line += 1
+        }
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .data(path: path, line: line, message: "cannot read the file (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { break }
+            var start = 0
+            for i in 0..<n where chunk[i] == 0x0A {
+                current += chunk[start..<i]
+                try checkLength(current.count, limit: limit, path: path, line: line, maxLength: maxLength)
+                try emit()
+                start = i + 1
+            }
+            current += chunk[start..<n]
+            try checkLength(current.count, limit: limit, path: path, line: line, maxLength: maxLength)
+        }
+        if !current.isEmpty { try emit() }
+    }
+
+    private static func checkLength(_ count: Int, limit: Int, path: String, line: Int, maxLength: Int) throws(ModelError) {
+        guard count <= limit else {
+            throw .data(path: path, line: line,
+                        message: "the line is longer than \(limit) bytes, more than any example of at most \(maxLength) tokens can be; shorten it or raise --max-length")
+        }
     }
 
     /// Tokenizes one parsed line.

@@ -36,6 +36,9 @@ public struct ConformanceSettings: Sendable {
     public var options: [String] = []
     /// The loss must end below this fraction of where it started.
     public var requiredLossRatio = 0.5
+    /// What each config and instance may allocate through the host's mem_alloc (the checks'
+    /// groups hold 20 values: a plugin needing more than this has a bug).
+    public var memoryLimit = 256 << 20
 
     public init() {}
 }
@@ -185,17 +188,17 @@ struct ConformanceRun {
     let quadratic = Quadratic()
 
     func make(_ options: [String]? = nil) throws -> PluginOptimizer {
-        try plugin.makeOptimizer(options: options ?? settings.options, groups: Quadratic.groups)
+        try plugin.makeOptimizer(options: options ?? settings.options, groups: Quadratic.groups, memoryBudget: settings.memoryLimit)
     }
 
     func createWithDefaults() throws -> String {
-        let optimizer = try plugin.makeOptimizer(options: [], groups: Quadratic.groups)
+        let optimizer = try plugin.makeOptimizer(options: [], groups: Quadratic.groups, memoryBudget: settings.memoryLimit)
         return "state \(optimizer.pluginStateSize) bytes, \(optimizer.allocatedBytes) bytes allocated through the host"
     }
 
     func create(setting option: OptionDescription) throws -> String {
         let text = "\(option.name)=\(option.defaultValue)"
-        _ = try plugin.makeOptimizer(options: [text], groups: Quadratic.groups)
+        _ = try plugin.makeOptimizer(options: [text], groups: Quadratic.groups, memoryBudget: settings.memoryLimit)
         return ""
     }
 

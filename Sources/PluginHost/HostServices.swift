@@ -39,7 +39,8 @@ enum HostRegistry {
         if let handler {
             handler(plugin, level, message)
         } else if level >= threshold {
-            FileHandle.standardError.write(Data("plugin \(plugin): \(level): \(oneLine(message))\n".utf8))
+            // stdio, not FileHandle: a full or closed standard error must not raise.
+            _ = fputs("plugin \(plugin): \(level): \(oneLine(message))\n", stderr)
         }
     }
 }

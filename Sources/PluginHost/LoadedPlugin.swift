@@ -4,6 +4,7 @@
 
 import COptimizerABI
 import Foundation
+import GGUF
 
 /// What `plugins list` and `plugins describe` show of a plugin.
 public struct PluginDescription: Equatable, Sendable {
@@ -194,7 +195,8 @@ public final class LoadedPlugin {
     public func makeOptimizer(options: [String] = [], groups: [(name: String, count: Int)],
                               memoryBudget: Int? = nil) throws(PluginError) -> PluginOptimizer {
         let parsed = try parseOptions(options)
-        let config = try makeConfig(options: parsed, budget: nil)
+        // The config's allocations count against the same cap as the instance's.
+        let config = try makeConfig(options: parsed, budget: memoryBudget)
         return try PluginOptimizer(plugin: self, config: config, groups: groups, memoryBudget: memoryBudget)
     }
 }
@@ -241,11 +243,24 @@ private func isIdentifier(_ s: String, allowing extra: String) -> Bool {
 /// an ELF file of type ET_DYN (read from its header; what dlopen would say about a
 /// text file is less clear).
 private func sharedObjectProblem(_ path: String) -> String? {
+    // Opened without blocking and only if regular: a directory, a FIFO or a device is
+    // refused here rather than hanging in open or failing inside dlopen.
+    let fd: Int32
+    do { fd = try FileSafety.openRegularFile(path) } catch {
+        if case .notARegularFile(let kind) = error.reason { return "it is \(kind)" }
+        return "cannot be opened for reading"
+    }
+    defer { close(fd) }
     #if os(Linux)
-    guard let file = FileHandle(forReadingAtPath: path) else { return "cannot be opened for reading" }
-    defer { try? file.close() }
-    let header = [UInt8](file.readData(ofLength: 18))
-    guard header.count >= 18, header[0] == 0x7f, header[1] == 0x45, header[2] == 0x4c, header[3] == 0x46 else {
+    var header = [UInt8](repeating: 0, count: 18)
+    var got = 0
+    while got < header.count {
+        let n = header.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, $0.count - got) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        got += n
+    }
+    guard got >= 18, header[0] == 0x7f, header[1] == 0x45, header[2] == 0x4c, header[3] == 0x46 else {
         return "no ELF header"
     }
     // e_type at byte 16, in the file's byte order (EI_DATA at byte 5: 1 little, 2 big).

@@ -79,8 +79,23 @@ public struct Adapter {
     /// The new tokens an adapter file adds, read before the model is loaded (so the model
     /// can be loaded with them: one tokenizer in memory).
     public static func newTokens(atPath path: String) throws(TrainingError) -> [String] {
-        do { return try GGUFFile(path: path).metadata.strings("edge_finetune.textual_inversion.tokens") ?? [] } catch {
+        let tokens: [String]
+        do { tokens = try GGUFFile(path: path).metadata.strings("edge_finetune.textual_inversion.tokens") ?? [] } catch {
             throw .file(error)
+        }
+        try checkTokens(tokens, path: path)
+        return tokens
+    }
+
+    /// The methods an adapter may name.
+    public static let methods: Set<String> = ["textual-inversion", "qzo"]
+
+    /// New tokens must be non-empty and distinct.
+    static func checkTokens(_ tokens: [String], path: String) throws(TrainingError) {
+        var seen = Set<String>()
+        for (i, t) in tokens.enumerated() {
+            guard !t.isEmpty else { throw .adapter(path: path, message: "new token \(i + 1) of \(tokens.count) is empty") }
+            guard seen.insert(t).inserted else { throw .adapter(path: path, message: "the new token \"\(t)\" appears twice") }
         }
     }
 
@@ -107,13 +122,44 @@ public struct Adapter {
         guard sha == mine.sha256 else {
             throw .adapter(path: path, message: "this adapter was trained on the model '\(baseName)' (tensor SHA-256 \(sha.prefix(16))…), not on '\(mine.name)' (\(mine.sha256.prefix(16))…); use it with the model it was trained on")
         }
-        var adapter = Adapter(method: method.split(separator: ",").map(String.init), baseName: baseName, baseSHA256: sha)
+        // One validation for every command that reads an adapter (eval, generate, export):
+        // known methods, each with the tensors it needs, distinct non-empty tokens, finite values.
+        let methods = method.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard !methods.isEmpty, methods.allSatisfy(Self.methods.contains), Set(methods).count == methods.count else {
+            throw .adapter(path: path, message: "unknown method '\(method)' (edge_finetune.adapter.method must be textual-inversion, qzo, or both joined by ',')")
+        }
+        let tokenList = m.strings("edge_finetune.textual_inversion.tokens")
+        guard methods.contains("textual-inversion") == (tokenList != nil) else {
+            throw .adapter(path: path, message: methods.contains("textual-inversion")
+                ? "the method is textual inversion but there is no edge_finetune.textual_inversion.tokens"
+                : "the adapter has new tokens but its method '\(method)' is not textual inversion")
+        }
+        if let tokenList {
+            guard !tokenList.isEmpty else { throw .adapter(path: path, message: "edge_finetune.textual_inversion.tokens is empty") }
+            try checkTokens(tokenList, path: path)
+            for t in tokenList {
+                if let id = model.tokenizer.id(of: t), Int(id) < model.config.vocabSize {
+                    throw .adapter(path: path, message: "the new token \"\(t)\" is already in the base model's vocabulary (id \(id))")
+                }
+            }
+        }
+        let hasScales = file.tensors.contains { $0.name.hasSuffix(".qzo_d") || $0.name.hasSuffix(".qzo_m") }
+        guard methods.contains("qzo") == hasScales else {
+            throw .adapter(path: path, message: methods.contains("qzo")
+                ? "the method is qzo but the adapter has no <tensor>.qzo_d scales"
+                : "the adapter has tuned scales but its method '\(method)' is not qzo")
+        }
+        var adapter = Adapter(method: methods, baseName: baseName, baseSHA256: sha)
         adapter.training = m.string("edge_finetune.training") ?? ""
         let dim = model.config.dim
         func floats(_ t: GGUFTensorInfo) throws(TrainingError) -> [Float] {
             guard t.type == .f32 else { throw .adapter(path: path, message: "tensor '\(t.name)' must be F32, it is \(t.type)") }
             let bytes = file.bytes(of: t)
-            return (0..<t.elementCount).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+            let values = (0..<t.elementCount).map { bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+            if let i = values.firstIndex(where: { !$0.isFinite }) {
+                throw .adapter(path: path, message: "tensor '\(t.name)' holds \(values[i]) at index \(i); every value must be finite")
+            }
+            return values
         }
         if let tokens = m.strings("edge_finetune.textual_inversion.tokens") {
             guard let t = file.tensor(named: "textual_inversion.embedding"), t.shape == [dim, tokens.count] else {
@@ -133,6 +179,9 @@ public struct Adapter {
                 throw .adapter(path: path, message: "tensor '\(t.name)' has \(values.count) scales; '\(base)' has \(blocks) blocks")
             }
             if t.name.hasSuffix(".qzo_d") { adapter.scales[base] = values } else { adapter.offsets[base] = values }
+        }
+        if let orphan = adapter.offsets.keys.sorted().first(where: { adapter.scales[$0] == nil }) {
+            throw .adapter(path: path, message: "tensor '\(orphan).qzo_m' has no '\(orphan).qzo_d' beside it")
         }
         return adapter
     }

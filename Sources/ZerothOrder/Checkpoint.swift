@@ -8,16 +8,32 @@
 // gradient's history and bases). The data order and the perturbation seeds are functions
 // of (run seed, step), so the step is the whole RNG position.
 //
-// Files are named checkpoint-<steps completed>.efck, written to a temporary file, fsynced and renamed;
-// the previous checkpoint is deleted only after the new one is complete. Both directions
+// Files are named checkpoint-<run>-<steps completed>.efck, where <run> is a digest of the run's
+// identity (so runs with other settings sharing a directory never prune or resume each
+// other's files), written to a temporary file, fsynced and renamed; the previous checkpoint
+// is deleted only after the new one is complete. A run holds an exclusive lock (flock) on
+// the directory's .lock file while it uses the directory. Both directions
 // stream: values are compressed from, and decompressed into, the trainable groups' own
 // memory, so a checkpoint costs no copy of them. On resume a file whose checksum or
 // structure is wrong is skipped, with a warning naming it, in favour of the one before.
+// Every length and index read from a file is checked against both bounds before use.
 
 import CLZ4
 import Foundation
 import GGUF
 import Quant
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The "meta" section: the format is this declaration.
+struct CheckpointMeta: Codable {
+    var step: Int
+    var identity: [String: String]
+    var groups: Int
+}
 
 public struct Checkpoint {
     /// The next step to run.
@@ -53,8 +69,10 @@ public struct Checkpoint {
             return bytes(h)
         }
         guard bytes(Checkpoint.magic) else { return false }
-        let meta: [String: Any] = ["step": step, "identity": identity, "groups": groups.count]
-        let metaBytes = Array(try! JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys]))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        // Strings and integers only: encoding cannot fail (an empty meta would be refused on load).
+        let metaBytes = Array((try? encoder.encode(CheckpointMeta(step: step, identity: identity, groups: groups.count))) ?? Data())
         guard header("meta", metaBytes.count), bytes(metaBytes) else { return false }
         for (i, g) in groups.enumerated() {
             guard header("group.\(i)", 4 * g.count) else { return false }
@@ -81,10 +99,16 @@ struct CheckpointParser {
     private var sectionBytes = [UInt8]()
     private var groupIndex: Int?
     private var groupOffset = 0
-    private(set) var meta: [String: Any]?
+    private(set) var meta: CheckpointMeta?
     private(set) var optimizer = [UInt8]()
     private(set) var subspace = [UInt8]()
     private(set) var groupsSeen = Set<Int>()
+    private var sectionsSeen = Set<String>()
+
+    /// The largest meta section accepted (it holds a few dozen short strings).
+    static let maximumMetaBytes = 1 << 20
+    /// The largest optimizer or subspace state accepted.
+    static let maximumStateBytes: UInt64 = 1 << 40
 
     private enum Stage { case magic, nameLength, name(Int), dataLength, data }
 
@@ -134,18 +158,33 @@ struct CheckpointParser {
         case .dataLength where pending.count == 8:
             let n = pending.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
             pending = []
-            sectionLeft = Int(n)
             sectionBytes = []
             groupIndex = nil
-            if sectionName.hasPrefix("group."), let g = Int(sectionName.dropFirst(6)) {
-                guard g < targets.count, Int(n) == 4 * targets[g].count else {
-                    return CheckpointProblem("group \(g) does not have this run's shape")
+            guard sectionsSeen.insert(sectionName).inserted else {
+                return CheckpointProblem("section '\(sectionName)' appears twice")
+            }
+            if sectionName.hasPrefix("group.") {
+                // The index must name one of this run's groups: 0 ≤ g < count, digits only.
+                let digits = sectionName.dropFirst(6)
+                guard !digits.isEmpty, digits.count <= 9, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let g = Int(digits),
+                      g >= 0, g < targets.count else {
+                    return CheckpointProblem("section '\(sectionName)' names no group of this run (it has \(targets.count))")
+                }
+                guard n == UInt64(4 * targets[g].count) else {
+                    return CheckpointProblem("group \(g) has \(n) bytes; this run's has \(4 * targets[g].count)")
                 }
                 groupIndex = g
                 groupOffset = 0
-            } else if n > 1 << 34 {
-                return CheckpointProblem("section '\(sectionName)' is implausibly large")
+            } else {
+                let limit: UInt64
+                switch sectionName {
+                case "meta": limit = UInt64(Self.maximumMetaBytes)
+                case "optimizer", "subspace": limit = Self.maximumStateBytes
+                default: return CheckpointProblem("unknown section '\(sectionName)'")
+                }
+                guard n <= limit else { return CheckpointProblem("section '\(sectionName)' is implausibly large (\(n) bytes)") }
             }
+            sectionLeft = Int(n)
             stage = .data
             if sectionLeft == 0 { return finishSection() }
         default:
@@ -157,8 +196,8 @@ struct CheckpointParser {
     private mutating func finishSection() -> CheckpointProblem? {
         switch sectionName {
         case "meta":
-            meta = try? JSONSerialization.jsonObject(with: Data(sectionBytes)) as? [String: Any]
-            if meta == nil { return CheckpointProblem("malformed meta section") }
+            meta = try? JSONDecoder().decode(CheckpointMeta.self, from: Data(sectionBytes))
+            guard let m = meta, m.step >= 1, m.step <= 1 << 40, m.groups >= 0 else { return CheckpointProblem("malformed meta section") }
         case "optimizer": optimizer = sectionBytes
         case "subspace": subspace = sectionBytes
         default:
@@ -181,34 +220,73 @@ struct CheckpointProblem: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// The checkpoints of one run, in a directory.
+/// The checkpoints of one run, in a directory that other runs may share: each run's files
+/// carry its digest, and the directory is locked while a store is open on it.
 public final class CheckpointStore {
     public let directory: String
+    /// The run's digest in file names ("" for the unnamed files of `init(directory:)`).
+    public let run: String
+    /// The open lock file; closing it releases the lock.
+    private let lockDescriptor: Int32
 
-    public init(directory: String) throws(TrainingError) {
+    /// Opens (creating it if needed) and locks `directory` for the run named `run`.
+    /// Fails when another process holds the lock.
+    public init(directory: String, run: String = "") throws(TrainingError) {
         self.directory = directory
+        self.run = run
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw .checkpoint(path: directory, message: "cannot create the checkpoint directory (\(error.localizedDescription))")
         }
+        let lockPath = directory + "/.lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
+        guard fd >= 0 else {
+            throw .checkpoint(path: lockPath, message: "cannot open the lock file (\(String(cString: strerror(errno))))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let message = String(cString: strerror(errno))
+            close(fd)
+            throw .checkpoint(path: directory, message: busy
+                ? "another training run is using this checkpoint directory (it holds the lock on \(lockPath)); wait for it to finish or give another --checkpoint-dir"
+                : "cannot lock the checkpoint directory (\(message))")
+        }
+        lockDescriptor = fd
     }
 
-    /// The file of the checkpoint taken after `completed` steps.
-    public func path(completed: Int) -> String { directory + "/" + String(format: "checkpoint-%08d.efck", completed) }
+    deinit { close(lockDescriptor) }
 
-    /// Checkpoint files, most steps completed first.
+    private var prefix: String { run.isEmpty ? "checkpoint-" : "checkpoint-\(run)-" }
+
+    /// The file of the checkpoint taken after `completed` steps.
+    public func path(completed: Int) -> String { directory + "/" + prefix + String(format: "%08d.efck", completed) }
+
+    /// This run's checkpoint files, most steps completed first.
     public func files() -> [(completed: Int, path: String)] {
+        Self.checkpointFiles(in: directory).filter { $0.run == run }.map { ($0.completed, $0.path) }
+    }
+
+    /// Checkpoint files of other runs in the directory (other settings), newest first.
+    public func foreignFiles() -> [(run: String, completed: Int, path: String)] {
+        Self.checkpointFiles(in: directory).filter { $0.run != run }
+    }
+
+    /// Every checkpoint-[<run>-]<steps>.efck in `directory` that is a regular file, most steps first.
+    static func checkpointFiles(in directory: String) -> [(run: String, completed: Int, path: String)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { name -> (Int, String)? in
-            guard name.hasPrefix("checkpoint-"), name.hasSuffix(".efck"),
-                  let step = Int(name.dropFirst("checkpoint-".count).dropLast(".efck".count)) else { return nil }
-            return (step, directory + "/" + name)
-        }.sorted { $0.0 > $1.0 }
+        return names.compactMap { name -> (String, Int, String)? in
+            guard name.hasPrefix("checkpoint-"), name.hasSuffix(".efck") else { return nil }
+            let stem = name.dropFirst("checkpoint-".count).dropLast(".efck".count)
+            let parts = stem.split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let last = parts.last, last.count <= 12, last.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let step = Int(last) else { return nil }
+            return (parts.count == 2 ? String(parts[0]) : "", step, directory + "/" + name)
+        }.sorted { $0.1 > $1.1 }
     }
 
     /// Writes a checkpoint atomically (compressed as it is written: nothing of the values'
-    /// size is copied), then removes all but it and the one before.
+    /// size is copied), then removes all of this run's files but it and the one before.
     public func save(_ checkpoint: Checkpoint) throws(TrainingError) {
         let target = path(completed: checkpoint.step - 1)
         var context: OpaquePointer?
@@ -258,10 +336,10 @@ public final class CheckpointStore {
         for old in files().dropFirst(2) { try? FileManager.default.removeItem(atPath: old.path) }
     }
 
-    /// The newest checkpoint that decompresses with a valid checksum and parses; its group
-    /// values are written straight into `groups`. Corrupted or truncated files are skipped
-    /// with `warn` naming them (the groups may then hold part of a skipped file's values,
-    /// overwritten by the next valid one; when none is valid the caller starts afresh).
+    /// The newest of this run's checkpoints that decompresses with a valid checksum and
+    /// parses; its group values are written straight into `groups`. Corrupted or truncated
+    /// files are skipped with `warn` naming them (the groups may then hold part of a skipped
+    /// file's values, overwritten by the next valid one; when none is valid the caller starts afresh).
     public func loadNewest(into groups: [ParameterGroup], warn: (String) -> Void) -> Checkpoint? {
         for file in files() {
             switch Self.load(file.path, into: groups) {
@@ -272,47 +350,87 @@ public final class CheckpointStore {
         return nil
     }
 
+    /// The identity recorded in a checkpoint file (its meta section only), or nil when it
+    /// cannot be read.
+    public static func identity(atPath path: String) -> [String: String]? {
+        var collected = [UInt8]()
+        var meta: CheckpointMeta?
+        _ = decompress(path) { chunk in
+            collected += chunk
+            // magic (8), name length (4), "meta" (4), length (8), then the JSON.
+            guard collected.count >= 24 else { return true }
+            let length = collected.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) }
+            guard Array(collected[0..<8]) == Checkpoint.magic, Array(collected[12..<16]) == Array("meta".utf8),
+                  length <= UInt64(CheckpointParser.maximumMetaBytes) else { return false }
+            guard collected.count >= 24 + Int(length) else { return true }
+            meta = try? JSONDecoder().decode(CheckpointMeta.self, from: Data(collected[24..<(24 + Int(length))]))
+            return false
+        }
+        return meta?.identity
+    }
+
     static func load(_ path: String, into groups: [ParameterGroup]) -> Result<Checkpoint, CheckpointProblem> {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return .failure(CheckpointProblem("cannot read it")) }
-        defer { try? handle.close() }
+        var parser = CheckpointParser(targets: groups)
+        var problem: CheckpointProblem?
+        if let failure = decompress(path, { chunk in
+            problem = parser.feed(chunk)
+            return problem == nil
+        }) {
+            return .failure(failure)
+        }
+        if let problem { return .failure(problem) }
+        guard parser.isAtSectionBoundary, let meta = parser.meta else {
+            return .failure(CheckpointProblem("incomplete or missing meta section"))
+        }
+        guard meta.groups == groups.count, parser.groupsSeen.count == meta.groups else {
+            return .failure(CheckpointProblem("it holds \(parser.groupsSeen.count) of \(meta.groups) groups; this run has \(groups.count)"))
+        }
+        return .success(Checkpoint(step: meta.step, identity: meta.identity, groups: groups, optimizerState: parser.optimizer,
+                                   subspaceState: parser.subspace))
+    }
+
+    /// Decompresses the LZ4 frame of the regular file at `path`, handing the output to
+    /// `sink` chunk by chunk until it returns false. A problem with the file or the frame
+    /// (unreadable, not a regular file, corrupted, truncated) is returned; stopping early is not one.
+    static func decompress(_ path: String, _ sink: (UnsafeRawBufferPointer) -> Bool) -> CheckpointProblem? {
+        let fd: Int32
+        do { fd = try FileSafety.openRegularFile(path) } catch {
+            if case .notARegularFile(let kind) = error.reason { return CheckpointProblem("it is \(kind), not a checkpoint file") }
+            return CheckpointProblem("cannot read it (\(error.description))")
+        }
+        defer { close(fd) }
         var context: OpaquePointer?
         guard LZ4F_isError(LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))) == 0, let context else {
-            return .failure(CheckpointProblem("cannot create an LZ4 decompression context"))
+            return CheckpointProblem("cannot create an LZ4 decompression context")
         }
         defer { LZ4F_freeDecompressionContext(context) }
-        var parser = CheckpointParser(targets: groups)
+        var input = [UInt8](repeating: 0, count: 1 << 20)
         var decoded = [UInt8](repeating: 0, count: 1 << 20)
         var hint = 1
         while true {
-            let input = [UInt8](handle.readData(ofLength: 1 << 20))
-            if input.isEmpty { break }
+            let got = input.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if got < 0 {
+                if errno == EINTR { continue }
+                return CheckpointProblem("cannot read it (\(String(cString: strerror(errno))))")
+            }
+            if got == 0 { break }
             var consumed = 0
-            while consumed < input.count {
-                var srcSize = input.count - consumed
+            while consumed < got {
+                var srcSize = got - consumed
                 var dstSize = decoded.count
                 hint = input.withUnsafeBytes { src in
                     decoded.withUnsafeMutableBytes { dst in
                         LZ4F_decompress(context, dst.baseAddress, &dstSize, src.baseAddress! + consumed, &srcSize, nil)
                     }
                 }
-                if LZ4F_isError(hint) != 0 { return .failure(CheckpointProblem("corrupted (\(String(cString: LZ4F_getErrorName(hint))))")) }
-                if let problem = decoded.withUnsafeBytes({ parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<dstSize])) }) {
-                    return .failure(problem)
-                }
+                if LZ4F_isError(hint) != 0 { return CheckpointProblem("corrupted (\(String(cString: LZ4F_getErrorName(hint))))") }
+                if dstSize > 0, !decoded.withUnsafeBytes({ sink(UnsafeRawBufferPointer(rebasing: $0[0..<dstSize])) }) { return nil }
                 consumed += srcSize
                 if hint == 0 { break }
             }
             if hint == 0 { break }
         }
-        guard hint == 0 else { return .failure(CheckpointProblem("truncated (the LZ4 frame is incomplete)")) }
-        guard parser.isAtSectionBoundary, let meta = parser.meta, let step = meta["step"] as? Int,
-              let identity = meta["identity"] as? [String: String], let count = meta["groups"] as? Int else {
-            return .failure(CheckpointProblem("incomplete or missing meta section"))
-        }
-        guard count == groups.count, parser.groupsSeen.count == count else {
-            return .failure(CheckpointProblem("it holds \(parser.groupsSeen.count) of \(count) groups; this run has \(groups.count)"))
-        }
-        return .success(Checkpoint(step: step, identity: identity, groups: groups, optimizerState: parser.optimizer,
-                                   subspaceState: parser.subspace))
+        guard hint == 0 else { return CheckpointProblem("truncated (the LZ4 frame is incomplete)") }
+        return nil
     }
 }

@@ -113,10 +113,20 @@ public enum MemoryPlanner {
     /// The plan with the most examples per pass that fits, preferring mapped weights; or
     /// an error carrying the smallest plan.
     public static func plan(_ r: MemoryRequest) -> Result<MemoryPlan, MemoryPlanError> {
+        // The lengths sorted once, with prefix sums: each candidate costs O(1). More
+        // examples per pass than the data holds cost what all of it costs, so one estimate
+        // stands for every micro-batch size from the example count up to the batch size.
+        let sorted = r.exampleLengths.sorted(by: >)
+        var prefix = [0]
+        prefix.reserveCapacity(sorted.count + 1)
+        for n in sorted { prefix.append(prefix.last! &+ n) }
+        let top = max(1, r.batchSize)
+        let distinct = min(top, max(1, sorted.count))
         var smallest: MemoryPlan?
         for streaming in [false, true] {
-            for micro in stride(from: max(1, r.batchSize), through: 1, by: -1) {
-                let p = estimate(r, microBatch: micro, streaming: streaming)
+            for micro in stride(from: distinct, through: 1, by: -1) {
+                var p = estimate(r, prefixSums: prefix, microBatch: micro, streaming: streaming)
+                if micro == distinct { p.microBatchSize = top }
                 if p.total <= r.budget { return .success(p) }
                 if smallest == nil || p.total < smallest!.total { smallest = p }
             }
@@ -126,9 +136,15 @@ public enum MemoryPlanner {
 
     /// What a plan needs.
     public static func estimate(_ r: MemoryRequest, microBatch: Int, streaming: Bool) -> MemoryPlan {
+        var prefix = [0]
+        for n in r.exampleLengths.sorted(by: >) { prefix.append(prefix.last! &+ n) }
+        return estimate(r, prefixSums: prefix, microBatch: microBatch, streaming: streaming)
+    }
+
+    /// `prefixSums[k]`: tokens of the k longest examples.
+    static func estimate(_ r: MemoryRequest, prefixSums: [Int], microBatch: Int, streaming: Bool) -> MemoryPlan {
         let c = r.config
-        let longest = r.exampleLengths.sorted(by: >)
-        let exampleTokens = longest.prefix(microBatch).reduce(0, +)
+        let exampleTokens = prefixSums[min(max(0, microBatch), prefixSums.count - 1)]
         let streams = r.pointsShareAPass ? 1 : r.points
         let passTokens = max(1, r.pointsShareAPass ? exampleTokens * r.points : exampleTokens)
         let tileRows = streaming ? smallTileRows : RunState.tileRows
@@ -152,15 +168,26 @@ public enum MemoryPlanner {
                           parts: withMargin.map { (name: $0.0, bytes: $0.1) })
     }
 
-    /// Parses sizes such as "96M", "1.5G", "512k", "100000000".
+    /// Parses a size: a positive number and an optional unit, case-insensitive. k, M, G, T
+    /// and kB, MB, GB, TB are powers of 1000 (a bare M is 10⁶ bytes); KiB, MiB, GiB, TiB are
+    /// powers of 1024; B or no unit is bytes. nil for anything else, for sizes below one
+    /// byte, and for sizes of 2⁶² bytes (4.6 EB) or more.
     public static func parseSize(_ text: String) -> Int? {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
-        let units: [(String, Double)] = [("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("B", 1)]
-        for (suffix, factor) in units where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count)), v > 0, v.isFinite else { return nil }
-            return Int(v * factor)
+        let units: [(String, Double)] = [
+            ("KIB", 0x1p10), ("MIB", 0x1p20), ("GIB", 0x1p30), ("TIB", 0x1p40),
+            ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12),
+            ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12), ("B", 1),
+        ]
+        var number = Substring(t)
+        var factor = 1.0
+        if let unit = units.first(where: { t.hasSuffix($0.0) }) {
+            number = t.dropLast(unit.0.count)
+            factor = unit.1
         }
-        guard let v = Double(t), v > 0 else { return nil }
-        return Int(v)
+        guard let v = Double(number.trimmingCharacters(in: .whitespaces)), v.isFinite, v > 0 else { return nil }
+        let bytes = (v * factor).rounded(.down)
+        guard bytes >= 1, bytes < 0x1p62 else { return nil }
+        return Int(bytes)
     }
 }

@@ -101,10 +101,32 @@ public final class ZOSGD: Optimizer {
     public let weightDecay: Float
     private var velocity: [[Float]]
 
+    /// `momentum` and `weightDecay` in [0, 1) (`make(groupSizes:options:)` checks them).
     public init(groupSizes: [Int], momentum: Float = 0, weightDecay: Float = 0) {
         self.momentum = momentum
         self.weightDecay = weightDecay
         velocity = momentum > 0 ? groupSizes.map { [Float](repeating: 0, count: $0) } : []
+    }
+
+    /// The built-in ZO-SGD configured by `name=value` options (momentum, weight_decay), each
+    /// refused outside [0, 1) as the zo-sgd plugin refuses it.
+    public static func make(groupSizes: [Int], options: [String]) throws(OptimizerError) -> ZOSGD {
+        var momentum: Float = 0
+        var weightDecay: Float = 0
+        for o in options {
+            let parts = o.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Float(parts[1]), value.isFinite else {
+                throw OptimizerError(optimizer: "zo-sgd", message: "option '\(o)': expected name=number (options: momentum, weight_decay)")
+            }
+            guard parts[0] == "momentum" || parts[0] == "weight_decay" else {
+                throw OptimizerError(optimizer: "zo-sgd", message: "no option '\(parts[0])' (options: momentum, weight_decay)")
+            }
+            guard value >= 0 && value < 1 else {
+                throw OptimizerError(optimizer: "zo-sgd", message: "\(parts[0]) must be in [0, 1), got \(parts[1])")
+            }
+            if parts[0] == "momentum" { momentum = value } else { weightDecay = value }
+        }
+        return ZOSGD(groupSizes: groupSizes, momentum: momentum, weightDecay: weightDecay)
     }
 
     public func perturbationScale(group: Int) -> UnsafePointer<Float>? { nil }

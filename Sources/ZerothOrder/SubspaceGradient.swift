@@ -21,6 +21,8 @@ import COpenBLAS
 import Quant
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 public final class SubspaceGradient {
@@ -80,25 +82,37 @@ public final class SubspaceGradient {
         guard bytes.count >= 16, (bytes.count - 16) % 4 == 0 else {
             throw .invalidSetting("the checkpoint's subspace-gradient state is malformed")
         }
-        let floats: [Float] = bytes[16...].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        // Every count and position read from the file is checked against both bounds
+        // before it is used as an index.
+        let filled = bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: Int64.self)) }
+        let next = bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: Int64.self)) }
+        guard (0...Int64(period)).contains(filled), (0..<Int64(period)).contains(next) else {
+            throw .invalidSetting("the checkpoint's subspace-gradient state is malformed (ring position \(next), \(filled) filled, period \(period))")
+        }
+        let floats: [Float] = bytes[16...].withUnsafeBytes { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
         var i = 0
         var newHistory = history, newBases = bases, newRanks = ranks
+        let n = period * dim
         for g in history.indices {
-            let n = period * dim
             guard i + n + 2 <= floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state is incomplete") }
+            let rank = floats[i + n], count = floats[i + n + 1]
+            guard rank >= 0, rank <= Float(max(period, dim)), rank == rank.rounded(),
+                  count == 0 || count == rank * Float(dim) else {
+                throw .invalidSetting("the checkpoint's subspace-gradient state is malformed (group \(g): rank \(rank), \(count) basis values)")
+            }
             newHistory[g] = Array(floats[i..<(i + n)])
-            newRanks[g] = Int(floats[i + n])
-            let count = Int(floats[i + n + 1])
+            newRanks[g] = Int(rank)
             i += n + 2
-            guard i + count <= floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state is incomplete") }
-            newBases[g] = Array(floats[i..<(i + count)])
-            i += count
+            guard i + Int(count) <= floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state is incomplete") }
+            newBases[g] = Array(floats[i..<(i + Int(count))])
+            i += Int(count)
         }
+        guard i == floats.count else { throw .invalidSetting("the checkpoint's subspace-gradient state has \(floats.count - i) values too many") }
         history = newHistory
         bases = newBases
         ranks = newRanks
-        filled = bytes.withUnsafeBytes { Int(Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 0, as: Int64.self))) }
-        next = bytes.withUnsafeBytes { Int(Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: Int64.self))) }
+        self.filled = Int(filled)
+        self.next = Int(next)
     }
 
     /// Records the values after an update (step is 1-based) and refreshes the subspace every τ steps.

@@ -135,6 +135,24 @@ public final class Trainer {
 
     // MARK: - One step
 
+    /// The largest per-value perturbation scale accepted from an optimizer: beyond it ε·s
+    /// stops being a small perturbation (ε = 1e-3 moves a value by 1000).
+    public static let maximumPerturbationScale: Float = 1e6
+
+    /// Refuses a step whose optimizer-provided scales are not finite, positive and at most
+    /// `maximumPerturbationScale`, before any value is perturbed.
+    private func checkPerturbationScales(_ scales: [UnsafePointer<Float>?], _ groups: [ParameterGroup], step s: Int) throws(TrainingError) {
+        for (g, scale) in scales.enumerated() {
+            guard let scale else { continue }
+            for i in 0..<groups[g].count {
+                let v = scale[i]
+                guard v.isFinite, v > 0, v <= Self.maximumPerturbationScale else {
+                    throw .optimizer(OptimizerError(optimizer: optimizer.name, message: "the perturbation scale of group '\(groups[g].name)' is \(v) at index \(i), step \(s); a scale must be finite, positive and at most \(Self.maximumPerturbationScale); parameters left unchanged"))
+                }
+            }
+        }
+    }
+
     /// Runs the next step. On a non-finite loss or update, θ is left as it was before the step.
     @discardableResult
     public func runStep() throws(TrainingError) -> StepRecord {
@@ -147,6 +165,7 @@ public final class Trainer {
 
         // The perturbation's shape: the optimizer's scale, and the subspace when perturbing inside it.
         var shape = PerturbationShape(scales: groups.indices.map { optimizer.perturbationScale(group: $0) })
+        try checkPerturbationScales(shape.scales, groups, step: s)
         if let subspace, subspace.mode == .perturbInside, subspace.isActive {
             shape.transform = { g, z, n in subspace.project(group: g, z, count: n) }
         }

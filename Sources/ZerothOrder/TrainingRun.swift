@@ -2,8 +2,14 @@
 // the memory plan, the optimizer, checkpoints. The command line fills in `TrainingRunOptions`
 // from its flags and drives `step()`; everything between lives here.
 
+import GGUF
 import Model
 import Quant
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What to train: new tokens' embeddings (textual inversion), the block scales of the
 /// int4 weights (QZO), or both in one run.
@@ -106,6 +112,10 @@ public final class TrainingRun {
             train.removeFirst(n)
         }
 
+        // Buffers that grow with the context (rotation tables, attention scores) are sized
+        // for the longest example, not for --max-length.
+        let context = max(1, (train + held).map(\.tokens.count).max() ?? 1)
+
         // The trainable groups, known before anything is allocated: the optimizer and the
         // memory planner need them first.
         var layout: [(name: String, count: Int)] = []
@@ -131,7 +141,7 @@ public final class TrainingRun {
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
                 vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
-                contextLength: length, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
+                contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
                                                                   points: points) } ?? 0))
@@ -156,7 +166,7 @@ public final class TrainingRun {
             guard t.config.vocabSize == m.config.vocabSize, t.tokenizer.count == m.tokenizer.count - newTokens.count else {
                 throw TrainingError.invalidSetting("the teacher \(teacher.path) does not share the model's vocabulary")
             }
-            try Distillation.attachTeacher(t, to: &train, k: teacher.topK, contextLength: length,
+            try Distillation.attachTeacher(t, to: &train, k: teacher.topK, contextLength: context,
                                            weights: streamer == nil ? nil : WeightStreamer(model: t))
             note("distillation: the teacher's \(teacher.topK) most likely tokens at every position; their entropy is \(String(format: "%.4f", Distillation.teacherEntropy(train))) nats (the training loss minus this is the KL divergence)")
         }
@@ -178,7 +188,7 @@ public final class TrainingRun {
                 rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken)
             }
             let qzo = try QuantScales(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, microBatchTokens: microBatchTokens,
-                                      maxPoints: points, contextLength: length, tileRows: tileRows, newTokens: rows)
+                                      maxPoints: points, contextLength: context, tileRows: tileRows, newTokens: rows)
             qzo.weights = streamer
             objective = qzo
             evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
@@ -201,7 +211,7 @@ public final class TrainingRun {
         } else {
             let t = o.method.textualInversion!
             let ti = try TextualInversion(model: m, newTokens: t.newTokens, initToken: t.initToken, microBatchTokens: microBatchTokens,
-                                          maxPoints: points, contextLength: length, tileRows: tileRows)
+                                          maxPoints: points, contextLength: context, tileRows: tileRows)
             ti.weights = streamer
             rows = ti.rows
             objective = ti
@@ -232,14 +242,17 @@ public final class TrainingRun {
         trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                               subspace: subspaceGradient, evaluate: evaluateNow)
 
-        // Checkpoints: the flags that fix the trajectory must match to resume.
+        // Checkpoints: the flags that fix the trajectory must match to resume. The data is
+        // identified by the digest of its content, so a changed file at the same path does
+        // not resume silently.
         let s = o.settings
         var identity: [String: String] = [
-            "model_sha256": base.sha256, "method": o.method.name, "data": o.dataPath, "batch": "\(s.batchSize)",
+            "model_sha256": base.sha256, "method": o.method.name, "data_sha256": try fileDigest(o.dataPath), "batch": "\(s.batchSize)",
             "lr": "\(s.learningRate)", "eps": "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
             "seed": "\(s.seed)", "ddc": "\(s.clip ?? 0)", "optimizer": optimizer.name, "max_length": "\(length)",
             "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold) \($0.warmup)" } ?? "off",
-            "teacher": o.teacher.map { "\($0.path) \($0.topK)" } ?? "",
+            "teacher": try o.teacher.map { "\(try fileDigest($0.path)) \($0.topK)" } ?? "",
+            "eval_fraction": "\(o.evalFraction)",
         ]
         if let t = o.method.textualInversion {
             identity["new_tokens"] = t.newTokens.joined(separator: "\u{1F}")
@@ -251,17 +264,25 @@ public final class TrainingRun {
         }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
-        store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0) }
+        let run = TrainingRun.runDigest(identity)
+        store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0, run: run) }
         if o.resume, let store {
             if let c = store.loadNewest(into: trainer.groups, warn: note) {
-                for (key, value) in identity where c.identity[key] != value {
+                for (key, value) in identity.sorted(by: { $0.key < $1.key }) where c.identity[key] != value {
                     throw TrainingError.checkpoint(path: store.path(completed: c.step - 1),
                                                    message: "cannot resume: it was trained with \(key) = \(c.identity[key] ?? "(none)"), this run has \(value)")
                 }
                 try trainer.restore(c)
                 note("resuming from \(store.path(completed: c.step - 1)) at step \(c.step)")
+            } else if store.files().isEmpty, let foreign = store.foreignFiles().first {
+                // Only other runs' checkpoints: resuming from step 1 would look like a resume and is not one.
+                let theirs = CheckpointStore.identity(atPath: foreign.path)
+                let difference = theirs.flatMap { t in identity.sorted(by: { $0.key < $1.key }).first { t[$0.key] != $0.value } }
+                    .map { " (that run has \($0.key) = \(theirs?[$0.key] ?? "(none)"), this one \($0.value))" } ?? ""
+                throw TrainingError.checkpoint(path: store.directory,
+                                               message: "cannot resume: the checkpoints here belong to another run with other settings\(difference), e.g. \(foreign.path); give the same flags as that run, or another --checkpoint-dir")
             } else {
-                note("no valid checkpoint in \(store.directory); starting from step 1")
+                note("no valid checkpoint of this run in \(store.directory); starting from step 1")
             }
         }
         note(describeMethod)
@@ -289,6 +310,35 @@ public final class TrainingRun {
         var a = makeAdapter()
         a.training = training
         return a
+    }
+}
+
+extension TrainingRun {
+    /// The name a run's checkpoint files carry: 16 hex digits of the SHA-256 of its identity.
+    public static func runDigest(_ identity: [String: String]) -> String {
+        var h = SHA256()
+        for (key, value) in identity.sorted(by: { $0.key < $1.key }) { h.update(Array("\(key)=\(value)\n".utf8)) }
+        return String(SHA256.hexString(h.finalize()).prefix(16))
+    }
+}
+
+/// SHA-256 of a file's content, read in chunks.
+func fileDigest(_ path: String) throws(TrainingError) -> String {
+    do throws(GGUFError) {
+        let fd = try FileSafety.openRegularFile(path)
+        defer { close(fd) }
+        var h = SHA256()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw GGUFError.system("read", path: path) }
+            if n == 0 { break }
+            chunk.withUnsafeBytes { h.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+        return SHA256.hexString(h.finalize())
+    } catch {
+        throw .file(error)
     }
 }
 

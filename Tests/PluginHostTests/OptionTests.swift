@@ -96,7 +96,8 @@ import ZerothOrder
             _ = try PluginHost.loadOptimizer(Self.probe, groups: [("x", 3)], memoryBudget: 8)
             Issue.record("created within an 8-byte budget")
         } catch {
-            #expect(error.description.contains("create failed (out of memory)"), "\(error)")
+            // The config and the instance count against the budget: whichever allocates first fails.
+            #expect(error.description.contains("out of memory"), "\(error)")
         }
         // ZO-Adam's moments: two floats a value, in host memory.
         let adam = try PluginHost.loadOptimizer(TestPlugins.shipped("zo-adam"), groups: [("a", 1000), ("b", 24)])

@@ -60,16 +60,26 @@ public struct ProcessResult {
 }
 
 /// Runs `executable` with `arguments` (posix_spawn, so that wait4 reports the child's
-/// own peak RSS), collects its output and waits for it.
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
+/// own peak RSS), collects its output and waits for it. `stdoutFile` / `stderrFile`
+/// send that stream to a file instead (e.g. /dev/full); it then reads as empty.
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                       stdoutFile: String? = nil, stderrFile: String? = nil) throws -> ProcessResult {
     var outPipe: [Int32] = [0, 0]
     var errPipe: [Int32] = [0, 0]
     guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw POSIXError(.EMFILE) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    if let stdoutFile {
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutFile, O_WRONLY, 0)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    }
+    if let stderrFile {
+        posix_spawn_file_actions_addopen(&actions, 2, stderrFile, O_WRONLY, 0)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    }
     posix_spawn_file_actions_addclose(&actions, outPipe[0])
     posix_spawn_file_actions_addclose(&actions, errPipe[0])
     let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0)=\($1)" }
@@ -123,8 +133,9 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
 }
 
 /// Runs the CLI.
-public func runCLI(_ arguments: [String], environment: [String: String]? = nil) throws -> ProcessResult {
-    try runProcess(Products.cli, arguments, environment: environment)
+public func runCLI(_ arguments: [String], environment: [String: String]? = nil, stdoutFile: String? = nil,
+                   stderrFile: String? = nil) throws -> ProcessResult {
+    try runProcess(Products.cli, arguments, environment: environment, stdoutFile: stdoutFile, stderrFile: stderrFile)
 }
 
 /// SplitMix64: a small seeded generator, so a failing random case can be reproduced.
