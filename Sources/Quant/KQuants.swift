@@ -18,13 +18,13 @@ import GGUF
 
 // MARK: - Scale unpacking
 
-/// 8 bytes (two little-endian UInt32) widened to 8 × Int32.
+/// The 8 bytes of two UInt32 (low bytes first) widened to 8 × Int32: each word broadcast
+/// to four lanes and shifted by 0, 8, 16, 24 bits (widening a register's bytes lane by
+/// lane would compile to byte extracts).
 @inline(__always) @usableFromInline
 func widenWords(_ lo: UInt32, _ hi: UInt32) -> SIMD8<Int32> {
-    let b = unsafeBitCast(SIMD2<UInt32>(lo.littleEndian, hi.littleEndian), to: SIMD8<UInt8>.self)
-    var r = SIMD8<Int32>()
-    for i in 0..<8 { r[i] = Int32(b[i]) }
-    return r
+    let v = SIMD8<UInt32>(lo, lo, lo, lo, hi, hi, hi, hi) &>> SIMD8<UInt32>(0, 8, 16, 24, 0, 8, 16, 24)
+    return unsafeBitCast(v & 0xff, to: SIMD8<Int32>.self)
 }
 
 /// Q4_K/Q5_K's eight 6-bit scales and mins from their 12 packed bytes at `p`, 6 bits a lane
