@@ -28,6 +28,7 @@ This is a benchmark, not a test: nothing here asserts a timing.
 Usage (from the repo root, after `swift build -c release`):
     python3 bench/compare_llamacpp.py [--model M] [--threads 2] [--rounds 3] [--runs 3]
         [--tokens 128,512] [--gen-tokens 64] [--binary .build/release/edge-finetune] [--json]
+    python3 bench/compare_llamacpp.py --real     # the Qwen2.5-Coder 0.5B/1.5B and Gemma 3 270M files
 """
 import argparse
 import json
@@ -40,6 +41,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+# --real: the Q4_K_M files of the other architectures (scripts/setup --all fetches them).
+REAL_MODELS = [os.path.join(ROOT, "models", f) for f in
+               ("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+                "gemma-3-270m.Q4_K_M.gguf")]
 GEN_PROMPT = 16
 
 
@@ -134,6 +139,9 @@ def run_json(cmd, env=None):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--real", action="store_true",
+                   help="run the three real Q4_K_M files (Qwen2.5-Coder 0.5B and 1.5B, Gemma 3 270M) one after the other, "
+                        "with --tokens 512 unless given")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per workload per round (default 3)")
@@ -154,7 +162,22 @@ def main():
         sys.exit("llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36); nothing to compare")
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} not found; build it with `swift build -c release` or pass --binary")
+    if args.real:
+        if "--tokens" not in sys.argv:
+            args.tokens = "512"
+        for m in REAL_MODELS:
+            if not os.path.exists(m):
+                sys.exit(f"{m} not found; run scripts/setup --all")
+        for m in REAL_MODELS:
+            args.model = m
+            compare(args)
+            print()
+    else:
+        compare(args)
 
+
+def compare(args):
+    """One model: both sides alternately, then the table (or JSON)."""
     ours_cmd = [args.binary, "bench", "--model", args.model, "--threads", str(args.threads),
                 "--runs", str(args.runs), "--tokens", args.tokens, "--gen-tokens", str(args.gen_tokens),
                 "--gen-prompt", str(GEN_PROMPT), "--json"]

@@ -80,21 +80,27 @@ func floatBytes(_ values: [Float]) -> [UInt8] { values.withUnsafeBytes { Array($
                 "\(error ?? "loaded")")
     }
 
-    /// NaN or infinite norms, biases and block scales are found at load.
+    /// NaN or infinite norms, biases and block scales are found at load. `scaleByte`: where
+    /// the block's Float16 d sits (ggml-common.h's block_q* layouts).
     @Test(arguments: [
-        ("tiny-gemma3", "blk.3.post_ffw_norm.weight", "element 5"),
-        ("tiny-qwen2", "blk.1.attn_k.bias", "element 5"),
-        ("tiny-qwen2", "blk.0.attn_v.weight", "element 5"),                 // an F32 matrix
-        ("tiny-qwen2", "token_embd.weight", "the scale of block 5"),        // Q8_0
-        ("tiny-gemma3", "blk.1.ffn_gate.weight", "the scale of block 5"),   // Q4_0
+        ("tiny-gemma3", "blk.3.post_ffw_norm.weight", "element 5", 0),
+        ("tiny-qwen2", "blk.1.attn_k.bias", "element 5", 0),
+        ("tiny-qwen2", "blk.0.attn_v.weight", "element 5", 0),                 // an F32 matrix
+        ("tiny-qwen2", "token_embd.weight", "the scale of block 5", 0),        // Q8_0
+        ("tiny-gemma3", "blk.1.ffn_gate.weight", "the scale of block 5", 0),   // Q4_0
+        ("tiny-q4_k_m", "blk.0.attn_q.weight", "the scale of block 5", 0),     // Q4_K: d, dmin, scales, qs
+        ("tiny-q4_k_m", "token_embd.weight", "the scale of block 5", 208),     // Q6_K: ql, qh, scales, d
+        ("tiny-q2_k", "blk.0.attn_k.weight", "the scale of block 5", 82),      // Q2_K: scales, qs, d, dmin
+        ("tiny-q3_k_m", "blk.0.attn_k.weight", "the scale of block 5", 108),   // Q3_K: hmask, qs, scales, d
+        ("tiny-q5_0", "blk.0.attn_q.weight", "the scale of block 5", 0),       // Q5_0: d, qh, qs
     ])
-    func nonFiniteWeightIsRefused(_ model: String, _ tensor: String, _ position: String) throws {
+    func nonFiniteWeightIsRefused(_ model: String, _ tensor: String, _ position: String, _ scaleByte: Int) throws {
         let path = try craftedModel(from: model, "nan", tensors: [tensor: { t, bytes in
             var b = bytes
             if t.type == .f32 {
                 b.replaceSubrange(20..<24, with: floatBytes([.nan]))
             } else {
-                let o = 5 * t.type.bytesPerBlock          // the block's Float16 d: +infinity
+                let o = 5 * t.type.bytesPerBlock + scaleByte          // the block's Float16 d (or dmin): +infinity
                 b[o] = 0x00
                 b[o + 1] = 0x7C
             }
