@@ -213,10 +213,7 @@ extension Tolerance {
     @Test(.enabled(if: RealModel.qwen05.enabled, "Qwen2.5-Coder-0.5B not fetched; run scripts/setup --all"))
     func qwen05AgreesWithFloat64() throws { try checkRealModel(.qwen05) }
 
-    // Its golden file (llamacpp_golden.py, then float64_forward.py, on the 1.5B file) is not
-    // generated yet; the test is off until Tests/Golden/llamacpp-Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.json exists.
-    @Test(.disabled("golden data of the 1.5B file not generated yet"),
-          .enabled(if: RealModel.qwen15.enabled, "Qwen2.5-Coder-1.5B not fetched; run scripts/setup --all"))
+    @Test(.enabled(if: RealModel.qwen15.enabled, "Qwen2.5-Coder-1.5B not fetched; run scripts/setup --all"))
     func qwen15AgreesWithFloat64() throws { try checkRealModel(.qwen15) }
 
     @Test(.enabled(if: RealModel.gemma270.enabled, "Gemma 3 270M not fetched; run scripts/setup --all"))
