@@ -38,8 +38,13 @@ struct Inspect: ParsableCommand {
             let model = try LlamaModel(file: file)
             config = model.config
             tokenCount = model.tokenizer.count
-            tokenizerLine = "\(model.tokenizer.vocabulary.model) (BPE, pre-tokenizer \(model.tokenizer.vocabulary.pre ?? "default")), \(tokenCount) tokens, \(model.tokenizer.vocabulary.merges.count) merges"
-            chat = (try? ChatTemplate(template: m.string("tokenizer.chat_template"))).map { _ in "ChatML" }
+            let v = model.tokenizer.vocabulary
+            tokenizerLine = model.tokenizer.isSentencePiece
+                ? "\(v.model) (SentencePiece), \(tokenCount) tokens"
+                : "\(v.model) (BPE, pre-tokenizer \(v.pre ?? "default")), \(tokenCount) tokens, \(v.merges.count) merges"
+            let tokenizer = model.tokenizer
+            chat = (try? ChatTemplate(template: m.string("tokenizer.chat_template"), hasToken: { tokenizer.id(of: $0) != nil }))
+                .map { $0.format.displayName }
         } catch {
             modelError = "\(error)"
         }

@@ -13,7 +13,7 @@ struct RequantizeCommand: ParsableCommand {
     @Option(name: .long, help: "Path of the GGUF model file.")
     var model: String
 
-    @Option(name: .long, help: "Target type: q4_0, q4_1, q8_0, f16 or f32.")
+    @Option(name: .long, help: "Target type: q4_0, q4_1, q5_0, q5_1, q8_0, f16, bf16 or f32 (K-quant targets: use llama-quantize).")
     var type: String
 
     @Option(name: .long, help: "Comma-separated tensor name patterns (* wildcards) to convert (default: the matrices of the transformer blocks, blk.*.weight with 2 dimensions).")
@@ -23,8 +23,8 @@ struct RequantizeCommand: ParsableCommand {
     var out: String
 
     func validate() throws {
-        guard let t = GGMLType(name: type), t.isSupportedForCompute else {
-            throw ValidationError("--type must be one of q4_0, q4_1, q8_0, f16, f32 (got \(type))")
+        guard let t = GGMLType(name: type), t.canQuantize else {
+            throw ValidationError("--type must be one of q4_0, q4_1, q5_0, q5_1, q8_0, f16, bf16, f32 (got \(type); K-quant targets: use llama-quantize)")
         }
     }
 

@@ -103,6 +103,15 @@ public struct ChatTemplate: Sendable, Equatable {
         case gemma
         /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` (Llama 3).
         case llama3
+
+        /// The family's name as people write it ("ChatML", "Gemma", "Llama 3").
+        public var displayName: String {
+            switch self {
+            case .chatML: "ChatML"
+            case .gemma: "Gemma"
+            case .llama3: "Llama 3"
+            }
+        }
     }
 
     public let format: Format

@@ -122,7 +122,7 @@ public final class QuantScales: TrainableSet, Objective {
             }
         }
         guard !targets.isEmpty else {
-            throw .invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
+            throw .invalidSetting("no tensor with a scale per 32 weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; K-quant scales are not trainable yet) of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
         }
         self.targets = targets
         self.values = values

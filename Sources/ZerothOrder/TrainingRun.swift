@@ -122,7 +122,7 @@ public final class TrainingRun {
         if let q = o.method.qzo {
             layout = QuantScales.groupLayout(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets)
             guard !layout.isEmpty else {
-                throw TrainingError.invalidSetting("no Q4_0/Q4_1/Q8_0 tensor of the transformer blocks matches --tensors \(q.patterns.joined(separator: ","))")
+                throw TrainingError.invalidSetting("no tensor with a scale per 32 weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; K-quant scales are not trainable yet) of the transformer blocks matches --tensors \(q.patterns.joined(separator: ","))")
             }
         }
         layout += newTokens.map { (name: "token \($0)", count: m.config.dim) }

@@ -92,7 +92,11 @@ private func peakResidentBytes() -> Int {
         }
         #expect(variants >= 2000)
         #expect(loaded < variants)
-        #expect(peakResidentBytes() < 1 << 30, "peak RSS \(peakResidentBytes() >> 20) MB")
+        // The peak counts the whole process: meaningful when this suite has a process of its
+        // own (scripts/test runs it so), not beside the real-model tests and their mapped files.
+        if ProcessInfo.processInfo.environment["EDGE_FINETUNE_OWN_PROCESS"] == "1" {
+            #expect(peakResidentBytes() < 1 << 30, "peak RSS \(peakResidentBytes() >> 20) MB")
+        }
         try? FileManager.default.removeItem(atPath: dir)
     }
 }

@@ -15,7 +15,7 @@ struct BPESymbol {
 }
 
 /// A candidate merge of two adjacent symbols, as queued.
-struct BPEBigram {
+struct BPEBigram: MergeCandidate {
     var rank: Int32
     /// Index of the left symbol; ties in rank go to the leftmost pair.
     var left: Int32
@@ -36,42 +36,8 @@ struct BPEBigram {
 /// Buffers for BPE, reused from word to word so that merging allocates nothing once warm.
 struct BPEScratch {
     var symbols: [BPESymbol] = []
-    /// Binary min-heap of candidate merges, ordered by `BPEBigram.precedes`.
-    var heap: [BPEBigram] = []
-
-    /// Adds a bigram to the heap (sift up).
-    @inline(__always)
-    mutating func push(_ bigram: BPEBigram) {
-        heap.append(bigram)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].precedes(heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    /// Removes and returns the first bigram (sift down), or nil when empty.
-    @inline(__always)
-    mutating func pop() -> BPEBigram? {
-        guard let first = heap.first else { return nil }
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                guard left < heap.count else { break }
-                let right = left + 1
-                let child = right < heap.count && heap[right].precedes(heap[left]) ? right : left
-                guard heap[child].precedes(heap[parent]) else { break }
-                heap.swapAt(child, parent)
-                parent = child
-            }
-        }
-        return first
-    }
+    /// Candidate merges, first the one that goes first (`BPEBigram.precedes`).
+    var queue = MergeQueue<BPEBigram>()
 }
 
 /// Byte-level BPE: the bytes of a word become symbols, merged pair by pair in rank order.
@@ -96,7 +62,7 @@ struct BytePairEncoder: Sendable {
                 starts: inout [Int]) {
         // one symbol per byte, linked in order
         scratch.symbols.removeAll(keepingCapacity: true)
-        scratch.heap.removeAll(keepingCapacity: true)
+        scratch.queue.removeAll()
         let count = Int32(word.count)
         for index in 0..<count {
             scratch.symbols.append(BPESymbol(
@@ -113,7 +79,7 @@ struct BytePairEncoder: Sendable {
         }
 
         // merge in rank order until no candidate is left
-        while let bigram = scratch.pop() {
+        while let bigram = scratch.queue.pop() {
             let left = scratch.symbols[Int(bigram.left)]
             let right = scratch.symbols[Int(bigram.right)]
             guard left.length > 0, right.length > 0, left.id == bigram.leftID, right.id == bigram.rightID else {
@@ -154,7 +120,7 @@ struct BytePairEncoder: Sendable {
         let leftID = scratch.symbols[Int(left)].id
         let rightID = scratch.symbols[Int(right)].id
         guard leftID >= 0, rightID >= 0, let merge = merges.lookup(left: leftID, right: rightID) else { return }
-        scratch.push(BPEBigram(rank: merge.rank, left: left, right: right,
+        scratch.queue.push(BPEBigram(rank: merge.rank, left: left, right: right,
                                leftID: leftID, rightID: rightID, result: merge.result))
     }
 }

@@ -14,7 +14,7 @@ struct SPMSymbol {
 }
 
 /// A candidate merge of two adjacent symbols into the token their bytes spell, as queued.
-struct SPMBigram {
+struct SPMBigram: MergeCandidate {
     /// The merged token's score: higher merges first.
     var score: Float
     /// Index of the left symbol; ties in score go to the leftmost pair.
@@ -37,40 +37,8 @@ struct SPMScratch {
     /// For each byte of `text`, the offset in the fragment of the byte it came from (the prefix: 0).
     var origin: [Int32] = []
     var symbols: [SPMSymbol] = []
-    /// Binary max-heap of candidate merges, ordered by `SPMBigram.precedes`.
-    var heap: [SPMBigram] = []
-
-    @inline(__always)
-    mutating func push(_ bigram: SPMBigram) {
-        heap.append(bigram)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].precedes(heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    @inline(__always)
-    mutating func pop() -> SPMBigram? {
-        guard let first = heap.first else { return nil }
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                guard left < heap.count else { break }
-                let right = left + 1
-                let child = right < heap.count && heap[right].precedes(heap[left]) ? right : left
-                guard heap[child].precedes(heap[parent]) else { break }
-                heap.swapAt(child, parent)
-                parent = child
-            }
-        }
-        return first
-    }
+    /// Candidate merges, first the one that goes first (`SPMBigram.precedes`).
+    var queue = MergeQueue<SPMBigram>()
 }
 
 /// SentencePiece as llama.cpp runs it: characters merged pair by pair, highest-scoring token first.
@@ -134,7 +102,7 @@ struct SentencePieceEncoder: Sendable {
     private func encodeEscaped(_ text: UnsafeBufferPointer<UInt8>, scratch: inout SPMScratch,
                                into output: inout [Int32], starts: inout [Int]) {
         scratch.symbols.removeAll(keepingCapacity: true)
-        scratch.heap.removeAll(keepingCapacity: true)
+        scratch.queue.removeAll()
         guard !text.isEmpty else { return }
 
         // one symbol per character, its length read from the lead byte as llama.cpp's unicode_len_utf8 does
@@ -156,7 +124,7 @@ struct SentencePieceEncoder: Sendable {
         }
 
         // merge the best candidate until none is left
-        while let bigram = scratch.pop() {
+        while let bigram = scratch.queue.pop() {
             let left = scratch.symbols[Int(bigram.left)]
             let right = scratch.symbols[Int(bigram.right)]
             guard left.length > 0, right.length > 0, left.length + right.length == bigram.length else {
@@ -204,7 +172,7 @@ struct SentencePieceEncoder: Sendable {
         let start = Int(scratch.symbols[Int(left)].start)
         let length = scratch.symbols[Int(left)].length + scratch.symbols[Int(right)].length
         guard let id = index[buffer: UnsafeBufferPointer(rebasing: text[start..<(start + Int(length))])] else { return }
-        scratch.push(SPMBigram(score: scores[Int(id)], left: left, right: right, length: length))
+        scratch.queue.push(SPMBigram(score: scores[Int(id)], left: left, right: right, length: length))
     }
 
     /// A UTF-8 sequence's length from its lead byte (a continuation byte counts as 1), as llama.cpp reads it.
