@@ -5,8 +5,8 @@
 // The target list reads like the architecture; each module depends only on
 // those above it:
 //   GGUF        the file format: reader (mmap, bounds-checked) and writer
-//   Quant       block formats (Q4_0, Q4_1, Q8_0, F16, BF16, F32) and kernels
-//   Model       tokenizer, LLaMA forward pass, sampling
+//   Quant       one table of block formats (Q4_0 … Q8_0, the K-quants, F16, BF16, F32) and their kernels
+//   Model       tokenizers (BPE, SentencePiece), chat templates, architectures (llama, qwen2, gemma3), forward pass, sampling
 //   ZerothOrder perturbations, estimators, trainable sets, optimizers, training loop, memory planner
 //   PluginHost  loads optimizer plugins through the C ABI (COptimizerABI)
 //   edge-finetune (EdgeFinetuneCLI) the command line, the only place that parses flags or exits
