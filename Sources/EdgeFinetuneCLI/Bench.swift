@@ -324,20 +324,23 @@ func peakResidentBytes() -> Int {
 
 // MARK: - Kernel micro-benchmarks (--kernels)
 
+/// Seconds of the fastest of `runs` (at least 3) timed runs of `body`, after one warm-up.
+func bestSeconds(runs: Int, _ body: () -> Void) -> Double {
+    body()
+    var b = Double.infinity
+    for _ in 0..<max(runs, 3) {
+        let t0 = Profile.now()
+        body()
+        b = min(b, Double(Profile.now() - t0) / 1e9)
+    }
+    return b
+}
+
 import COpenBLAS
 
 /// Times of the building blocks on the model's own shapes, to see what each costs alone.
 func kernelReport(_ m: LlamaModel, runs: Int) -> [[String]] {
-    func best(_ body: () -> Void) -> Double {
-        body()
-        var b = Double.infinity
-        for _ in 0..<max(runs, 3) {
-            let t0 = Profile.now()
-            body()
-            b = min(b, Double(Profile.now() - t0) / 1e9)
-        }
-        return b
-    }
+    func best(_ body: () -> Void) -> Double { bestSeconds(runs: runs, body) }
     var rows = [["kernel", "shape", "ms", "rate"]]
     let c = m.config
     let w = m.layerWeights(0)

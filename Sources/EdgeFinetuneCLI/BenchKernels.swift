@@ -91,17 +91,7 @@ struct BenchKernels {
         }
     }
 
-    /// Fastest of `runs` (at least 3) timed runs after one warm-up.
-    func best(_ body: () -> Void) -> Double {
-        body()
-        var b = Double.infinity
-        for _ in 0..<max(runs, 3) {
-            let t0 = Profile.now()
-            body()
-            b = min(b, Double(Profile.now() - t0) / 1e9)
-        }
-        return b
-    }
+    func best(_ body: () -> Void) -> Double { bestSeconds(runs: runs, body) }
 
     /// Bytes per second of a plain sum over a buffer bigger than the caches, split over the
     /// threads as the one-token matmul is.
