@@ -10,8 +10,10 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mean next-token negative log-likelihood (nats) and perplexity over a JSONL data file.",
         discussion: """
-            Each line is {"text": ...} (loss on every token after the first) or \
-            {"prompt": ..., "completion": ...} (loss on the completion only).
+            Each line is {"text": ...} (loss on every token after the first), \
+            {"prompt": ..., "completion": ...} (loss on the completion only) or \
+            {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]} (a conversation in the \
+            model's chat format; loss on each assistant message's content and end-of-turn token).
             """)
 
     @OptionGroup var model: ModelOptions
@@ -46,7 +48,8 @@ struct Eval: ParsableCommand {
         let m = try LlamaModel(path: model.model, addedTokens: try adapter.map { try Adapter.newTokens(atPath: $0) } ?? [])
         let applied = try adapter.map { try AppliedAdapter.load(path: $0, model: m) }
         let length = min(maxLength, m.config.contextLength)
-        let examples = try Dataset.load(path: data, tokenizer: applied?.tokenizer ?? m.tokenizer, maxLength: length)
+        let examples = try Dataset.load(path: data, tokenizer: applied?.tokenizer ?? m.tokenizer, maxLength: length,
+                                        chatTemplate: m.chatTemplateText)
         // Buffers sized from the data, not from --max-length: passes of up to 256 tokens (or
         // the longest example), a context as long as the longest example.
         let longest = examples.map(\.tokens.count).max() ?? 1

@@ -41,7 +41,8 @@ struct ExportCommand: ParsableCommand {
             // The adapter as the file holds it (half-precision scales, requantized rows).
             let applied = try AppliedAdapter(Export.rounded(a, for: m), model: m)
             let length = min(maxLength, m.config.contextLength)
-            let examples = try Dataset.load(path: evalData, tokenizer: applied.tokenizer, maxLength: length)
+            let examples = try Dataset.load(path: evalData, tokenizer: applied.tokenizer, maxLength: length,
+                                            chatTemplate: m.chatTemplateText)
             let longest = examples.map(\.tokens.count).max() ?? 1
             let result = try Evaluator(model: m, capacity: max(longest, min(256, examples.reduce(0) { $0 + $1.tokens.count })),
                                        contextLength: longest)

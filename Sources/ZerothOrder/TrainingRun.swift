@@ -100,10 +100,10 @@ public final class TrainingRun {
         let length = min(o.maxLength, m.config.contextLength)
 
         // Data, tokenized with any new tokens.
-        var train = try Dataset.load(path: o.dataPath, tokenizer: m.tokenizer, maxLength: length)
+        var train = try Dataset.load(path: o.dataPath, tokenizer: m.tokenizer, maxLength: length, chatTemplate: m.chatTemplateText)
         var held: [Example] = []
         if let evalPath = o.evalPath {
-            held = try Dataset.load(path: evalPath, tokenizer: m.tokenizer, maxLength: length)
+            held = try Dataset.load(path: evalPath, tokenizer: m.tokenizer, maxLength: length, chatTemplate: m.chatTemplateText)
         } else if o.evalFraction > 0 {
             var rng = SeededGenerator(seed: settings.seed ^ 0xE7A1)
             train.shuffle(using: &rng)
