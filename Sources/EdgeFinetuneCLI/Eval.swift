@@ -97,7 +97,7 @@ func inferencePlan(model m: LlamaModel, budget: Int, lengths: [Int], contextLeng
         outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
         vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: max(1, lengths.count),
         exampleLengths: lengths, points: 1, pointsShareAPass: true, contextLength: contextLength, trainableValues: 0,
-        optimizerStateBytes: 0, otherBytes: otherBytes)
+        optimizerStateBytes: 0, otherBytes: otherBytes, tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m))
     switch MemoryPlanner.plan(request) {
     case .success(let p): return p
     case .failure(let e): throw e

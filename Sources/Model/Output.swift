@@ -51,8 +51,12 @@ public final class OutputScratch {
 
     public var byteCount: Int { hidden.byteCount + parts.reduce(0) { $0 + $1.byteCount } }
 
-    public static func estimatedBytes(dim: Int, capacity: Int, tileRows: Int = 256) -> Int {
-        4 * (capacity * dim + max(1, Parallel.threadCount) * (tileRows * dim + capacity * (tileRows + 3)))
+    /// What the buffers take for a vocabulary of `vocabulary` rows: besides the tiles, each
+    /// tile's maximum and sum per row (2 MB for Gemma 3's 262,144 rows at 256 rows a tile).
+    public static func estimatedBytes(dim: Int, capacity: Int, tileRows: Int = 256, vocabulary: Int = 0) -> Int {
+        let tiles = (vocabulary + tileRows - 1) / tileRows
+        return 4 * (capacity * dim + max(1, Parallel.threadCount) * (tileRows * dim + capacity * (tileRows + 3)))
+            + 8 * tiles * capacity
     }
 }
 

@@ -5,7 +5,11 @@
 // What is resident, and how it is counted:
 //   runtime       the program itself: Swift runtime, Foundation, OpenBLAS, their heaps
 //                 (measured: about 27 MB on Linux x86-64 by the end of a run)
-//   tokenizer     metadata, vocabulary and merge tables (measured: about 80 bytes per token or merge)
+//   tokenizer     metadata, vocabulary and merge tables (measured after loading, in the child's
+//                 anonymous resident set: about 80 bytes per BPE token or merge, 88 per SentencePiece
+//                 token with its score and type; a vocabulary rebuilt at load to append new tokens
+//                 or pad it to the embedding's rows holds its token array regrown, 16 bytes more per
+//                 token, 28 for SentencePiece: Gemma 3's 262,144 tokens then take 30 MB, not 21)
 //   weights       mapped: the whole file (every page is read by a forward pass);
 //                 streamed: two block buffers (the one in use, the one being read ahead),
 //                 one tile of the output matrix, and the norm vectors
@@ -34,6 +38,9 @@ public struct MemoryRequest: Sendable {
     public var outputRowBytes: Int
     /// Tokens plus merges of the tokenizer.
     public var vocabularyEntries: Int
+    /// The tokenizer's resident bytes when known (`MemoryPlanner.tokenizerBytes(model:)`); else
+    /// `bytesPerVocabularyEntry` per entry.
+    public var tokenizerBytes: Int?
     /// Examples per step and their lengths (the longest ones decide the pass size).
     public var batchSize: Int
     public var exampleLengths: [Int]
@@ -48,7 +55,9 @@ public struct MemoryRequest: Sendable {
 
     public init(budget: Int, config: LlamaConfig, fileBytes: Int, largestLayerBytes: Int, outputRowBytes: Int,
                 vocabularyEntries: Int, batchSize: Int, exampleLengths: [Int], points: Int, pointsShareAPass: Bool,
-                contextLength: Int, trainableValues: Int, optimizerStateBytes: Int, otherBytes: Int = 0) {
+                contextLength: Int, trainableValues: Int, optimizerStateBytes: Int, otherBytes: Int = 0,
+                tokenizerBytes: Int? = nil) {
+        self.tokenizerBytes = tokenizerBytes
         self.budget = budget
         self.config = config
         self.fileBytes = fileBytes
@@ -103,6 +112,18 @@ public enum MemoryPlanner {
     public static let runtimeBytes = 27_000_000
     /// Tokenizer tables per vocabulary entry (token or merge), measured.
     public static let bytesPerVocabularyEntry = 80
+
+    /// What a loaded model's tokenizer holds (see the table at the top): per BPE token or merge
+    /// 80 bytes, per SentencePiece token 88; when the vocabulary was rebuilt at load (new tokens
+    /// appended, or padding rows), 16 more per token for BPE, 28 for SentencePiece.
+    public static func tokenizerBytes(model m: LlamaModel) -> Int {
+        let v = m.tokenizer.vocabulary
+        let sentencePiece = v.model == "llama"
+        let tokens = m.tokenizer.count
+        let rebuilt = tokens > m.config.vocabSize || !m.paddingRows.isEmpty
+        return (sentencePiece ? 88 : 80) * tokens + bytesPerVocabularyEntry * v.merges.count
+            + (rebuilt ? (sentencePiece ? 28 : 16) * tokens : 0)
+    }
     /// Allocator slack and thread stacks, besides 3% of the estimate.
     public static let marginBytes = 2_000_000
     /// Rows of the output matrix read per tile when streaming.
@@ -149,13 +170,13 @@ public enum MemoryPlanner {
         let passTokens = max(1, r.pointsShareAPass ? exampleTokens * r.points : exampleTokens)
         let tileRows = streaming ? smallTileRows : RunState.tileRows
         let state = RunState.estimatedBytes(config: c, capacity: passTokens, contextLength: r.contextLength, tileRows: tileRows)
-        let output = OutputScratch.estimatedBytes(dim: c.dim, capacity: min(passTokens, 256))
+        let output = OutputScratch.estimatedBytes(dim: c.dim, capacity: min(passTokens, 256), vocabulary: c.vocabSize)
         let weights = streaming
             ? 2 * r.largestLayerBytes + outputTileRows * (r.outputRowBytes + 4 * c.dim) + 4 * c.dim * (2 * c.layerCount + 1)
             : r.fileBytes
         let parts: [(String, Int)] = [
             ("runtime", runtimeBytes),
-            ("tokenizer", bytesPerVocabularyEntry * r.vocabularyEntries),
+            ("tokenizer", r.tokenizerBytes ?? bytesPerVocabularyEntry * r.vocabularyEntries),
             (streaming ? "weights (streamed)" : "weights (mapped)", weights),
             ("activations", streams * state + output),
             ("trainable values", 8 * r.trainableValues),

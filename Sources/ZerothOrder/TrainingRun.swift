@@ -144,7 +144,8 @@ public final class TrainingRun {
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
-                                                                  points: points) } ?? 0))
+                                                                  points: points) } ?? 0),
+                tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m))
             switch MemoryPlanner.plan(request) {
             case .success(let p): plan = p
             case .failure(let e): throw e
