@@ -46,6 +46,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method.")
     var training = true
 
+    @Flag(name: .long, help: "Read the weights of the training-batch workloads from disk block by block, as a run under --memory-budget does, instead of from the mapping.")
+    var streamWeights = false
+
     @Flag(name: .long, help: "Print one JSON object instead of a table (a NaN or infinite number is null).")
     var json = false
 
@@ -266,6 +269,8 @@ extension Bench {
         }
         var workloads = [Workload]()
         var examples = plain
+        // --stream-weights: every workload below reads its blocks through one streamer.
+        let source: WeightStreamer? = streamWeights ? WeightStreamer(model: m) : nil
 
         // One forward pass of the batch, with the loss at every position.
         var state: RunState? = RunState(config: m.config, capacity: sequences * length, contextLength: length)
@@ -273,8 +278,8 @@ extension Bench {
         let batch = Batch(sequences: examples.map(\.tokens))
         let targets = examples.flatMap(\.targets)
         workloads.append(Workload(name: "forward_8x64", title: "forward + loss, batch 8 x 64", tokensPerRun: sequences * length, run: {
-            m.forward(batch, state!)
-            _ = m.negativeLogLikelihoods(batch, state!, targets: targets, scratch: output!)
+            m.forward(batch, state!, weights: source)
+            _ = m.negativeLogLikelihoods(batch, state!, targets: targets, scratch: output!, weights: source)
         }, release: {
             state = nil
             output = nil
@@ -288,6 +293,7 @@ extension Bench {
         // Textual inversion: one new token in every sequence; both points in one batch.
         if let ti = try? TextualInversion(model: m, newTokens: ["<bench-token>"], initToken: " the", microBatchTokens: sequences * length,
                                           maxPoints: 2, contextLength: length) {
+            ti.weights = source
             for i in examples.indices {
                 examples[i].tokens[length / 2] = Int32(ti.firstID)
                 examples[i].targets[length / 2 - 1] = Int32(ti.firstID)
@@ -303,6 +309,7 @@ extension Bench {
         // QZO: every block scale of the transformer blocks; the points go block by block.
         if let qzo = try? QuantScales(model: m, patterns: ["blk.*"], trainOffsets: false, microBatchTokens: sequences * length,
                                       maxPoints: 2, contextLength: length) {
+            qzo.weights = source
             var trainer = try? Trainer(objective: qzo, optimizer: ZOSGD(groupSizes: qzo.groups.map(\.count)), settings: settings,
                                        train: plain)
             workloads.append(Workload(name: "qzo_step_8x64", title: "QZO step, batch 8 x 64 (2 points, block by block)",
