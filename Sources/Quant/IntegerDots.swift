@@ -30,20 +30,6 @@ import _Builtin_intrinsics.intel
 
 // MARK: - Quantized activations
 
-/// x quantized once per token for the integer kernels: Q8_K blocks (when cols is a
-/// multiple of 256) and Q8x32 blocks, either nil when no matrix of the call reads it.
-public struct QuantizedActivations {
-    /// cols / 256 `BlockQ8_K`s.
-    public var k: UnsafeRawPointer?
-    /// cols / 32 `BlockQ8x32`s.
-    public var b32: UnsafeRawPointer?
-
-    public init(k: UnsafeRawPointer? = nil, b32: UnsafeRawPointer? = nil) {
-        self.k = k
-        self.b32 = b32
-    }
-}
-
 /// Which 8-bit blocks of x an integer kernel reads.
 public enum ActivationBlocks: Sendable, Equatable {
     case q8K
@@ -55,27 +41,31 @@ public enum ActivationBlocks: Sendable, Equatable {
 }
 
 /// Scale of a block of 8-bit activations whose largest magnitude is `amax`, and its inverse
-/// (both 0 for an all-zero block).
+/// (both 0 for an all-zero block). A block with an infinity gets d = NaN and codes 0, so
+/// that, as on the float path, the products come out NaN rather than finite.
 @inline(__always) @usableFromInline
 func q8Scale(_ amax: Float) -> (d: Float, id: Float) {
-    amax > 0 ? (amax / 127, 127 / amax) : (0, 0)
+    guard amax.isFinite else { return (.nan, 0) }
+    return amax > 0 ? (amax / 127, 127 / amax) : (0, 0)
 }
 
-/// Largest |x[i]| over `count` values (a multiple of 8).
+/// Largest |x[i]| over `count` values (a multiple of 8); infinity when some x[i] is not finite.
 @inline(__always) @usableFromInline
 func maxMagnitude(_ x: UnsafePointer<Float>, _ count: Int) -> Float {
-    var m = SIMD8<Float>()
+    var m = SIMD8<Float>(), poison = SIMD8<Float>()
     for i in stride(from: 0, to: count, by: 8) {
         let v = loadFloats8(x + i)
         m = pointwiseMax(m, pointwiseMax(v, -v))
+        poison += v * 0   // NaN in a lane once an infinity or NaN passed through it
     }
-    return m.max()
+    return (poison .== poison) == SIMDMask(repeating: true) ? m.max() : .infinity
 }
 
 /// round(x[i] · id) (to nearest, ties to even) into q[i], 8 values; |q| ≤ 127 because id ≤ 127 / max|x|.
 @inline(__always) @usableFromInline
 func quantize8(_ x: UnsafePointer<Float>, _ id: Float, _ q: UnsafeMutableRawPointer) {
-    let v = (loadFloats8(x) * id).rounded(.toNearestOrEven)
+    var v = (loadFloats8(x) * id).rounded(.toNearestOrEven)
+    v.replace(with: 0, where: .!(v .== v))   // NaN (an infinity times id = 0): code 0
     var b = SIMD8<Int8>()
     for i in 0..<8 { b[i] = Int8(v[i]) }
     q.storeBytes(of: b, as: SIMD8<Int8>.self)

@@ -79,6 +79,27 @@ func oneTokenBound(_ m: RandomMatrix, row r: Int, x: UnsafePointer<Float>, scale
         }
     }
 
+    /// A block of x with an infinity or a NaN quantizes to d = NaN (codes 0), so the
+    /// products come out NaN, as they do on the float path, instead of finite.
+    @Test(arguments: [ActivationBlocks.q8K, .q8x32]) func nonFiniteActivationsStayNonFinite(_ blocks: ActivationBlocks) {
+        for bad in [Float.infinity, -.infinity, .nan] {
+            var x = randomFloats(512, seed: 4)
+            x[blocks.blockSize + 3] = bad
+            var q = [UInt8](repeating: 0xff, count: 512 / blocks.blockSize * blocks.blockBytes)
+            x.withUnsafeBufferPointer { xp in q.withUnsafeMutableBytes { quantizeActivations(blocks, xp.baseAddress!, count: 512, into: $0.baseAddress!) } }
+            q.withUnsafeBytes { raw in
+                #expect(raw.load(as: Float.self).isFinite, "\(bad): the clean first block")
+                #expect(raw.load(fromByteOffset: blocks.blockBytes, as: Float.self).isNaN, "\(bad)")
+                #expect((0..<blocks.blockSize).allSatisfy { raw.load(fromByteOffset: blocks.blockBytes + 4 + $0, as: Int8.self) == 0 })
+            }
+            let type: GGMLType = blocks == .q8K ? .q4_K : .q8_0
+            let m = RandomMatrix(type, rows: 2, cols: 512, seed: 8)
+            var y = [Float](repeating: 0, count: 2)
+            m.with { w in q.withUnsafeBytes { type.traits!.integerDots!(w, 0..<2, $0.baseAddress!, &y) } }
+            #expect(y.allSatisfy { $0.isNaN }, "\(bad): \(y)")
+        }
+    }
+
     /// The fast integer kernel against its scalar twin, bit for bit (both sum exact
     /// integers and then do the same float operations), on awkward shapes, with the file's
     /// scales and with overrides.
