@@ -184,7 +184,7 @@ def compare(args):
     def bench_cmd(binary):
         return [binary, "bench", "--model", args.model, "--threads", str(args.threads),
                 "--runs", str(args.runs), "--tokens", args.tokens, "--gen-tokens", str(args.gen_tokens),
-                "--gen-prompt", str(GEN_PROMPT), "--json"]
+                "--gen-prompt", str(GEN_PROMPT), "--no-training", "--json"]
     ours_cmd = bench_cmd(args.binary)
     theirs_cmd = [sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", args.model,
                   "--threads", str(args.threads), "--runs", str(args.runs), "--tokens", args.tokens,

@@ -283,35 +283,73 @@ public enum Q8_0Q8Dot: IntegerDot {
 
 #if arch(x86_64) && EDGE_FINETUNE_AVX2
 
+// The fast rows differ from their twins' loops in two ways that change no value:
+//   - the file's half-precision scales are converted from a 32-bit load (vmovd, vcvtph2ps):
+//     the usual 16-bit insert (vpinsrw) merges into a register that LLVM picks freely, and
+//     it picked the accumulator, chaining every block's scale to the previous block's sum;
+//   - the loop is written twice, for no overrides (the usual case, where the optional
+//     overrides are known nil and their tests vanish) and for overrides.
+
+/// The two halves in the 4 bytes at p + offset, as floats (d, then dmin for Q4_K).
+@inline(__always) func halfPair(_ p: UnsafeRawPointer, _ offset: Int) -> (Float, Float) {
+    let v = unsafeBitCast(_mm_cvtph_ps(_mm_cvtsi32_si128(Int32(bitPattern: loadUInt32(p, offset)))), to: SIMD4<Float>.self)
+    return (v[0], v[1])
+}
+
+/// rows(.file) when there are no overrides, so that the compiler drops their tests from the loop.
+@inline(__always) func unswitched(_ scales: BlockScales, _ rows: (BlockScales) -> Float) -> Float {
+    scales.d == nil && scales.m == nil ? rows(.file) : rows(scales)
+}
+
+// Each fast row is an always-inlined loop over the scales it is given, called once with
+// no overrides and once with them (a closure literal inlined at two places was instead
+// outlined by the compiler, leaving a call per block).
+
 extension Q4_KQ8Dot {
     public static func row(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
+        unswitched(scales) { rows(w, y, blocks, $0) }
+    }
+    @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
         superBlockRow(Format.self, w, y, blocks: blocks) { b, block, yb in
             let (dots, mins) = q4KSums(block, yb)
-            return (scales.d(b, block, 0), dots, scales.m(b, block, 2), mins)
+            let (d, dmin) = halfPair(block, 0)
+            return (scales.d?[b] ?? d, dots, scales.m?[b] ?? dmin, mins)
         }
     }
 }
 
 extension Q6_KQ8Dot {
     public static func row(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
-        superBlockRow(Format.self, w, y, blocks: blocks) { b, block, yb in (scales.d(b, block, 208), q6KSums(block, yb), 0, 0) }
+        unswitched(scales) { rows(w, y, blocks, $0) }
+    }
+    @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
+        // d is the last 2 of the block's 210 bytes: read 206..<210, take the second half.
+        superBlockRow(Format.self, w, y, blocks: blocks) { b, block, yb in
+            (scales.d?[b] ?? halfPair(block, 206).1, q6KSums(block, yb), 0, 0)
+        }
     }
 }
 
 extension Q5_0Q8Dot {
     public static func row(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
+        unswitched(scales) { rows(w, y, blocks, $0) }
+    }
+    @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
         blocks32Row(blocks: blocks) { b in
             let block = w + 22 * b, yb = y + 36 * b
-            return (scales.d(b, block, 0) * yb.load(as: Float.self), q5_0Lanes(block, yb))
+            return ((scales.d?[b] ?? halfPair(block, 0).0) * yb.load(as: Float.self), q5_0Lanes(block, yb))
         }
     }
 }
 
 extension Q8_0Q8Dot {
     public static func row(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
+        unswitched(scales) { rows(w, y, blocks, $0) }
+    }
+    @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
         blocks32Row(blocks: blocks) { b in
             let block = w + 34 * b, yb = y + 36 * b
-            return (scales.d(b, block, 0) * yb.load(as: Float.self), signedLanes(loadBytes32(block + 2), yb))
+            return ((scales.d?[b] ?? halfPair(block, 0).0) * yb.load(as: Float.self), signedLanes(loadBytes32(block + 2), yb))
         }
     }
 }
