@@ -28,7 +28,7 @@ let kernelSettings: [SwiftSetting] = [
 /// numeric modules were compiled for, naming what is missing and this flag.
 let portable = Context.environment["EDGE_FINETUNE_PORTABLE"] == "1"
 #if arch(x86_64)
-let cpuSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"])]
+let cpuSettings: [SwiftSetting] = portable ? [] : [.unsafeFlags(["-target-cpu", "haswell"]), .define("EDGE_FINETUNE_AVX2")]
 let cliCPUSettings: [SwiftSetting] = portable ? [] : [.define("EDGE_FINETUNE_NEEDS_HASWELL")]
 #else
 let cpuSettings: [SwiftSetting] = []

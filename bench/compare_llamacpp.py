@@ -27,7 +27,7 @@ This is a benchmark, not a test: nothing here asserts a timing.
 
 Usage (from the repo root, after `swift build -c release`):
     python3 bench/compare_llamacpp.py [--model M] [--threads 2] [--rounds 3] [--runs 3]
-        [--tokens 128,512] [--gen-tokens 64] [--binary .build/release/edge-finetune] [--json]
+        [--tokens 128,512] [--gen-tokens 64] [--binary .build/release/edge-finetune] [--baseline OTHER] [--json]
     python3 bench/compare_llamacpp.py --real     # the Qwen2.5-Coder 0.5B/1.5B and Gemma 3 270M files
 """
 import argparse
@@ -149,6 +149,9 @@ def main():
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "edge-finetune"),
                    help="edge-finetune executable (default .build/release/edge-finetune)")
+    p.add_argument("--baseline", default=None,
+                   help="a second edge-finetune executable (e.g. a build of the previous commit), alternated with the "
+                        "other two in every round, so before/after ratios come from the same run")
     p.add_argument("--json", action="store_true", help="print the medians as JSON")
     p.add_argument("--llama-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -178,21 +181,24 @@ def main():
 
 def compare(args):
     """One model: both sides alternately, then the table (or JSON)."""
-    ours_cmd = [args.binary, "bench", "--model", args.model, "--threads", str(args.threads),
+    def bench_cmd(binary):
+        return [binary, "bench", "--model", args.model, "--threads", str(args.threads),
                 "--runs", str(args.runs), "--tokens", args.tokens, "--gen-tokens", str(args.gen_tokens),
-                "--gen-prompt", str(GEN_PROMPT), "--json"]
+                "--gen-prompt", str(GEN_PROMPT), "--no-training", "--json"]
+    ours_cmd = bench_cmd(args.binary)
     theirs_cmd = [sys.executable, os.path.abspath(__file__), "--llama-worker", "--model", args.model,
                   "--threads", str(args.threads), "--runs", str(args.runs), "--tokens", args.tokens,
                   "--gen-tokens", str(args.gen_tokens)]
 
-    samples = {"ours": {}, "llama.cpp": {}}
-    rss = {"ours": [], "llama.cpp": []}
+    sides = [("ours", ours_cmd), ("llama.cpp", theirs_cmd)]
+    if args.baseline:
+        sides.append(("baseline", bench_cmd(args.baseline)))
+    samples = {side: {} for side, _ in sides}
+    rss = {side: [] for side, _ in sides}
     tokens = {}
     for r in range(args.rounds):
-        # Alternate which side goes first, so neither always runs on a warmer machine.
-        order = [("ours", ours_cmd), ("llama.cpp", theirs_cmd)]
-        if r % 2 == 1:
-            order.reverse()
+        # Rotate which side goes first, so none always runs on a warmer machine.
+        order = sides[r % len(sides):] + sides[:r % len(sides)]
         for side, cmd in order:
             out = run_json(cmd)
             rss[side].append(out["peak_rss_bytes"])
@@ -211,22 +217,28 @@ def compare(args):
         kind, _, which = n.partition("_")
         labels[n] = f"{kind} {'all logits' if which == 'all' else 'last logit' if which == 'last' else ''}".strip() + " (tok/s)"
     rows = []
+    base = bool(args.baseline)
     for n in names:
         a, b = tps("ours", n), tps("llama.cpp", n)
-        rows.append((labels[n], a, b, a / b))
+        c = tps("baseline", n) if base else float("nan")
+        rows.append((labels[n], a, b, a / b, c, c / b))
     ra, rb = statistics.median(rss["ours"]) / 1e6, statistics.median(rss["llama.cpp"]) / 1e6
-    rows.append(("peak RSS (MB)", ra, rb, ra / rb))
+    rc = statistics.median(rss["baseline"]) / 1e6 if base else float("nan")
+    rows.append(("peak RSS (MB)", ra, rb, ra / rb, rc, rc / rb))
 
     if args.json:
         print(json.dumps({"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "model": args.model,
-                          "rows": [{"figure": r[0], "ours": r[1], "llama_cpp": r[2], "ratio": r[3]} for r in rows]}))
+                          "rows": [dict({"figure": r[0], "ours": r[1], "llama_cpp": r[2], "ratio": r[3]},
+                                        **({"baseline": r[4], "baseline_ratio": r[5]} if base else {})) for r in rows]}))
         return
     print(f"model {os.path.basename(args.model)}, {args.threads} threads, {args.rounds} alternating rounds x "
           f"{args.runs} runs (medians of {args.rounds * args.runs} samples per figure)")
     w = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{w}}  {'edge-finetune':>13}  {'llama.cpp':>9}  {'ours/llama.cpp':>14}")
-    for label, a, b, ratio in rows:
-        print(f"{label:<{w}}  {a:>13.1f}  {b:>9.1f}  {ratio:>14.2f}")
+    extra = f"  {'baseline':>9}  {'baseline/llama.cpp':>18}" if base else ""
+    print(f"{'figure':<{w}}  {'edge-finetune':>13}  {'llama.cpp':>9}  {'ours/llama.cpp':>14}{extra}")
+    for label, a, b, ratio, c, cratio in rows:
+        more = f"  {c:>9.1f}  {cratio:>18.2f}" if base else ""
+        print(f"{label:<{w}}  {a:>13.1f}  {b:>9.1f}  {ratio:>14.2f}{more}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 // `edge-finetune bench --kernels`: the kernels of every block format alone, on real-sized
 // matrices, against floors measured in the same run:
 //   one token: matmul of one activation vector (fused dequantize-and-dot, rows split over
-//     the threads), in GB/s of weights read, against the memory bandwidth of a plain sum
+//     the threads; for Q4_K, Q6_K, Q5_0 and Q8_0 the integer kernel on x quantized to
+//     8 bits, as generation runs it), in GB/s of weights read, against the memory bandwidth of a plain sum
 //     over a buffer bigger than the caches (the rate at which any kernel can stream W);
 //   many tokens: matmul of 512 activation rows (dequantized tiles + OpenBLAS sgemm), in
 //     GFLOP/s, against sgemm on float weights of the same shape.
@@ -65,6 +66,16 @@ struct BenchKernels {
                 let sd = best { m0.dots(rows: 0..<r, x.pointer, sums.pointer, into: y.pointer) }
                 rows.append(["one token: dots, 1 thread, cached", type.name, "1x\(c) · \(r)x\(c)ᵀ", fixed(sd * 1000, 3),
                              fixed(Double(mats[0].byteCount) / sd / 1e9, 1) + " GB/s", ""])
+                // The integer kernel alone (what the matmul above runs), on x quantized once.
+                if let traits = type.traits, let blocks = traits.integerBlocks, let integerDots = traits.integerDots {
+                    let y8 = UnsafeMutableRawPointer.allocate(byteCount: c / blocks.blockSize * blocks.blockBytes, alignment: 64)
+                    defer { y8.deallocate() }
+                    let sqz = best { quantizeActivations(blocks, x.pointer, count: c, into: y8) }
+                    let si = best { integerDots(m0, 0..<r, y8, y.pointer) }
+                    rows.append(["one token: integer dots, 1 thread, cached", type.name, "1x\(c) · \(r)x\(c)ᵀ", fixed(si * 1000, 3),
+                                 fixed(Double(mats[0].byteCount) / si / 1e9, 1) + " GB/s", ""])
+                    rows.append(["one token: quantize x to 8 bits", type.name, "1x\(c)", fixed(sqz * 1000, 4), "", ""])
+                }
                 // Many tokens: dequantized tiles + sgemm.
                 let sm = best { matmul(m0, x.pointer, n: Self.tokens, y.pointer, scratch: scratch) }
                 let flops = 2 * Double(Self.tokens * r * c) / sm

@@ -6,7 +6,9 @@
 //
 // The kernels are written once per shape as generic loops (`dequantizeRow(_:…)`,
 // `rowDot(_:…)`, `rowDotGeneric(_:…)`) over a format's per-block code (`BlockFormat`,
-// `BlockDot`); the table's entries are those loops specialised per format.
+// `BlockDot`); the table's entries are those loops specialised per format. Q4_K, Q6_K,
+// Q5_0 and Q8_0 also list an integer one-token kernel on 8-bit activations (`IntegerDot`,
+// IntegerDots.swift), which generation uses.
 
 import GGUF
 
@@ -167,10 +169,18 @@ public struct BlockFormatTraits: @unchecked Sendable {
     public let quantizeRow: ((_ src: UnsafePointer<Float>, _ count: Int, _ dst: UnsafeMutableRawPointer) -> Void)?
     /// The tile dequantizer: rows `range` of W into dst ((range.count, cols), row-major).
     public let dequantizeRows: (_ w: WeightMatrix, _ range: Range<Int>, _ dst: UnsafeMutablePointer<Float>) -> Void
-    /// The one-token kernel: y[r] = row r · x for r in range.
+    /// The one-token kernel on float x: y[r] = row r · x for r in range.
     public let dots: (_ w: WeightMatrix, _ range: Range<Int>, _ a: Activations, _ y: UnsafeMutablePointer<Float>) -> Void
     /// Scalar twin of one row · x (`cols` values).
     public let dotGeneric: (_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ cols: Int, _ scales: BlockScales) -> Float
+    /// The 8-bit blocks of x the format's integer one-token kernel reads (IntegerDots.swift),
+    /// nil when it has none. The one-token matmul (generation) uses `integerDots` where there
+    /// is one, with x quantized once per token, and `dots` (float x) otherwise.
+    public let integerBlocks: ActivationBlocks?
+    /// The integer one-token kernel: y[r] = row r · x̂ for r in range, x̂ the blocks at the pointer.
+    public let integerDots: ((_ w: WeightMatrix, _ range: Range<Int>, _ y8: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) -> Void)?
+    /// Its scalar twin for one row (`cols` values), equal bit for bit.
+    public let integerDotGeneric: ((_ row: UnsafeRawPointer, _ y8: UnsafeRawPointer, _ cols: Int, _ scales: BlockScales) -> Float)?
 
     /// The row for `type`, or nil when `Quant` does not compute with it.
     @inlinable public static func of(_ type: GGMLType) -> BlockFormatTraits? {
@@ -186,14 +196,14 @@ public struct BlockFormatTraits: @unchecked Sendable {
             plain(F32Format.self), plain(F16Format.self), plain(BF16Format.self),
             quantizable(Q4_0Format.self, dot: Q4_0Dot.self, ordered: Q4_0OrderedDot.self),
             quantizable(Q4_1Format.self, dot: Q4_1Dot.self, ordered: Q4_1OrderedDot.self),
-            quantizable(Q5_0Format.self, dot: Q5_0Dot.self),
+            quantizable(Q5_0Format.self, dot: Q5_0Dot.self).integer(Q5_0Q8Dot.self),
             quantizable(Q5_1Format.self, dot: Q5_1Dot.self),
-            quantizable(Q8_0Format.self, dot: Q8_0Dot.self),
+            quantizable(Q8_0Format.self, dot: Q8_0Dot.self).integer(Q8_0Q8Dot.self),
             block(Q2_KFormat.self, dot: Q2_KDot.self),
             block(Q3_KFormat.self, dot: Q3_KDot.self),
-            block(Q4_KFormat.self, dot: Q4_KDot.self),
+            block(Q4_KFormat.self, dot: Q4_KDot.self).integer(Q4_KQ8Dot.self),
             block(Q5_KFormat.self, dot: Q5_KDot.self),
-            block(Q6_KFormat.self, dot: Q6_KDot.self),
+            block(Q6_KFormat.self, dot: Q6_KDot.self).integer(Q6_KQ8Dot.self),
         ]
         var t = [BlockFormatTraits?](repeating: nil, count: 42)
         for r in rows {
@@ -223,7 +233,20 @@ public struct BlockFormatTraits: @unchecked Sendable {
                     if a.ordered != nil { rowDots(O.self, w, range, a, into: y) } else { rowDots(K.self, w, range, a, into: y) }
                 }
                 : { w, range, a, y in rowDots(K.self, w, range, a, into: y) },
-            dotGeneric: { row, x, cols, scales in rowDotGeneric(F.self, row, x, blocks: cols / F.blockSize, scales: scales) })
+            dotGeneric: { row, x, cols, scales in rowDotGeneric(F.self, row, x, blocks: cols / F.blockSize, scales: scales) },
+            integerBlocks: nil, integerDots: nil, integerDotGeneric: nil)
+    }
+
+    /// This row with K as its integer one-token kernel (closures that capture nothing, as in `make`).
+    func integer<K: IntegerDot>(_: K.Type) -> BlockFormatTraits {
+        precondition(K.Format.type == type, "\(type): integer kernel of \(K.Format.type)")
+        return BlockFormatTraits(
+            type: type, blockSize: blockSize, blockBytes: blockBytes, scales: scales, wantsNibbleOrder: wantsNibbleOrder,
+            dequantizeRow: dequantizeRow, dequantizeRowGeneric: dequantizeRowGeneric, quantizeRow: quantizeRow,
+            dequantizeRows: dequantizeRows, dots: dots, dotGeneric: dotGeneric,
+            integerBlocks: K.blocks,
+            integerDots: { w, range, y8, y in integerRowDots(K.self, w, range, y8, into: y) },
+            integerDotGeneric: { row, y8, cols, scales in K.rowGeneric(row, y8, blocks: cols / K.Format.blockSize, scales: scales) })
     }
 
     static func block<F: BlockFormat, K: BlockDot>(_ f: F.Type, dot: K.Type) -> BlockFormatTraits where K.Format == F {
@@ -275,6 +298,7 @@ public struct BlockFormatTraits: @unchecked Sendable {
                     for i in 0..<cols { sum += tmp[i] * x[i] }
                     return sum
                 }
-            })
+            },
+            integerBlocks: nil, integerDots: nil, integerDotGeneric: nil)
     }
 }

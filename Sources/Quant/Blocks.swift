@@ -108,13 +108,21 @@ public struct BlockQ6_K {
     public var d: Float16
 }
 
-/// Q8_K: 256 weights, w = d × qs[i] with a float32 d and the sums of each 16 codes. ggml
-/// uses it only for activations in its integer dot products; our kernels take float
-/// activations, so it is defined for completeness and not computed with. 292 bytes.
+/// Q8_K: 256 weights, w = d × qs[i] with a float32 d and the sums of each 16 codes. Used,
+/// as ggml does, only for activations: generation quantizes x into it once per token for
+/// the K-quants' integer kernels (IntegerDots.swift). 292 bytes.
 public struct BlockQ8_K {
     public var d: Float
     public var qs: InlineArray<256, Int8>
     public var bsums: InlineArray<16, Int16>
+}
+
+/// Q8x32: 32 activations, x ≈ d × qs[i]; ggml's block_q8_0 with a float32 d instead of a
+/// half (one rounding less). Not a GGUF type: generation quantizes x into it once per token
+/// for the integer kernels of Q5_0 and Q8_0 (IntegerDots.swift). 36 bytes.
+public struct BlockQ8x32 {
+    public var d: Float
+    public var qs: InlineArray<32, Int8>
 }
 
 extension GGMLType {

@@ -62,14 +62,33 @@ func scalesQ3K(_ p: UnsafeRawPointer) -> (SIMD8<Int32>, SIMD8<Int32>) {
     return Int(low | high << 4) - 32
 }
 
-// MARK: - Q4_K
+// MARK: - Q4_K and Q5_K
 
-/// Q4_K (`BlockQ4_K`): d at 0, dmin at 2, packed scales at 4, nibbles at 16.
-public enum Q4_KFormat: BlockFormat {
-    public static var type: GGMLType { .q4_K }
-    public static var blockSize: Int { 256 }
-    public static var blockBytes: Int { 144 }
+/// What Q4_K and Q5_K share: 8 sub-blocks of 32 weights, scale and min of each packed in
+/// 12 bytes at offset 4 (`scalesAndMinsK4`), w = d × scale × code − dmin × min; weight
+/// 64c + 32s + l (sub-block 2c + s) has its low 4 bits in nibble s of byte 32c + l of the
+/// nibbles. Q5_K adds a fifth bit per weight. The dequantizers and dot products of both
+/// are the generic loops below, over these few members.
+public protocol K4Format: BlockFormat {
+    /// Offset of the 128 nibble bytes in a block.
+    static var nibbleOffset: Int { get }
+    /// The fifth bits of weights 8g..<8g+8 of sub-blocks 2c (first) and 2c + 1 (second),
+    /// at bit 4 (zero for Q4_K).
+    static func fifthBits8(_ block: UnsafeRawPointer, c: Int, g: Int) -> (SIMD8<Int32>, SIMD8<Int32>)
+    /// Scalar twin: weight l's fifth bit of sub-block j, at bit 4.
+    static func fifthBit(_ block: UnsafeRawPointer, j: Int, l: Int) -> UInt8
+}
+
+extension K4Format {
     public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: 2) }
+
+    /// The codes of weights 8g..<8g+8 of sub-blocks 2c and 2c + 1.
+    @inline(__always)
+    static func codes8(_ block: UnsafeRawPointer, c: Int, g: Int) -> (SIMD8<Int32>, SIMD8<Int32>) {
+        let q = widenBytes8(block + nibbleOffset + 32 * c + 8 * g)
+        let (h0, h1) = fifthBits8(block, c: c, g: g)
+        return ((q & 0x0f) | h0, (q &>> 4) | h1)
+    }
 
     @inline(__always)
     public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
@@ -80,78 +99,7 @@ public enum Q4_KFormat: BlockFormat {
             let d0 = SIMD8<Float>(repeating: dl[2 * c]), d1 = SIMD8<Float>(repeating: dl[2 * c + 1])
             let m0 = SIMD8<Float>(repeating: ml[2 * c]), m1 = SIMD8<Float>(repeating: ml[2 * c + 1])
             for g in 0..<4 {
-                let q = widenBytes8(block + 16 + 32 * c + 8 * g)
-                storeFloats8(d0 * float8(q & 0x0f) - m0, out + 64 * c + 8 * g)
-                storeFloats8(d1 * float8(q &>> 4) - m1, out + 64 * c + 32 + 8 * g)
-            }
-        }
-    }
-
-    public static func dequantizeBlockGeneric(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
-        let d = scales.d(b, block, 0), dmin = scales.m(b, block, 2)
-        for j in 0..<8 {
-            let (sc, m) = scaleMinK4(j, block + 4)
-            let d1 = d * Float(sc), m1 = dmin * Float(m)
-            let shift = UInt8(4 * (j % 2))
-            for l in 0..<32 {
-                out[32 * j + l] = d1 * Float((byte(block, 16 + 32 * (j / 2) + l) >> shift) & 0x0f) - m1
-            }
-        }
-    }
-}
-
-/// Q4_K · x: per pair of sub-blocks (32 code bytes), low and high nibbles in two sums.
-public enum Q4_KDot: BlockDot {
-    public typealias Format = Q4_KFormat
-    @inline(__always)
-    public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
-                                  _ acc: inout SIMD8<Float>, _ offset: inout Float) {
-        let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
-        offset += scales.m(b, block, 2) * laneSum(float8(mn) * loadFloats8(a.sums + 8 * b))
-        let x = a.x + 256 * b
-        let qs = block + 16
-        for c in 0..<4 {
-            let q0 = widenBytes8(qs + 32 * c), q1 = widenBytes8(qs + 32 * c + 8)
-            let q2 = widenBytes8(qs + 32 * c + 16), q3 = widenBytes8(qs + 32 * c + 24)
-            let xc = x + 64 * c
-            var lo = float8(q0 & 0x0f) * loadFloats8(xc)
-            lo = lo.addingProduct(float8(q1 & 0x0f), loadFloats8(xc + 8))
-            lo = lo.addingProduct(float8(q2 & 0x0f), loadFloats8(xc + 16))
-            lo = lo.addingProduct(float8(q3 & 0x0f), loadFloats8(xc + 24))
-            var hi = float8(q0 &>> 4) * loadFloats8(xc + 32)
-            hi = hi.addingProduct(float8(q1 &>> 4), loadFloats8(xc + 40))
-            hi = hi.addingProduct(float8(q2 &>> 4), loadFloats8(xc + 48))
-            hi = hi.addingProduct(float8(q3 &>> 4), loadFloats8(xc + 56))
-            acc = acc.addingProduct(lo, dl[2 * c])
-            acc = acc.addingProduct(hi, dl[2 * c + 1])
-        }
-    }
-    @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes - offset }
-}
-
-// MARK: - Q5_K
-
-/// Q5_K (`BlockQ5_K`): d at 0, dmin at 2, packed scales at 4, fifth bits at 16, nibbles at 48.
-public enum Q5_KFormat: BlockFormat {
-    public static var type: GGMLType { .q5_K }
-    public static var blockSize: Int { 256 }
-    public static var blockBytes: Int { 176 }
-    public static var scaleFields: ScaleFields? { ScaleFields(d: 0, m: 2) }
-
-    @inline(__always)
-    public static func dequantizeBlock(_ block: UnsafeRawPointer, _ b: Int, _ scales: BlockScales, into out: UnsafeMutablePointer<Float>) {
-        let (sc, mn) = scalesAndMinsK4(block + 4)
-        let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
-        let ml = SIMD8<Float>(repeating: scales.m(b, block, 2)) * float8(mn)
-        for c in 0..<4 {
-            let d0 = SIMD8<Float>(repeating: dl[2 * c]), d1 = SIMD8<Float>(repeating: dl[2 * c + 1])
-            let m0 = SIMD8<Float>(repeating: ml[2 * c]), m1 = SIMD8<Float>(repeating: ml[2 * c + 1])
-            for g in 0..<4 {
-                let q = widenBytes8(block + 48 + 32 * c + 8 * g)
-                let h = widenBytes8(block + 16 + 8 * g)
-                let lo = (q & 0x0f) | (((h &>> Int32(2 * c)) & 1) &<< 4)
-                let hi = (q &>> 4) | (((h &>> Int32(2 * c + 1)) & 1) &<< 4)
+                let (lo, hi) = codes8(block, c: c, g: g)
                 storeFloats8(d0 * float8(lo) - m0, out + 64 * c + 8 * g)
                 storeFloats8(d1 * float8(hi) - m1, out + 64 * c + 32 + 8 * g)
             }
@@ -165,17 +113,46 @@ public enum Q5_KFormat: BlockFormat {
             let d1 = d * Float(sc), m1 = dmin * Float(m)
             let shift = UInt8(4 * (j % 2))
             for l in 0..<32 {
-                let low = (byte(block, 48 + 32 * (j / 2) + l) >> shift) & 0x0f
-                let high = (byte(block, 16 + l) >> UInt8(j)) & 1
-                out[32 * j + l] = d1 * Float(low | high << 4) - m1
+                let low = (byte(block, nibbleOffset + 32 * (j / 2) + l) >> shift) & 0x0f
+                out[32 * j + l] = d1 * Float(low | fifthBit(block, j: j, l: l)) - m1
             }
         }
     }
 }
 
-/// Q5_K · x: as Q4_K, with each weight's fifth bit or-ed in.
-public enum Q5_KDot: BlockDot {
-    public typealias Format = Q5_KFormat
+/// Q4_K (`BlockQ4_K`): d at 0, dmin at 2, packed scales at 4, nibbles at 16.
+public enum Q4_KFormat: K4Format {
+    public static var type: GGMLType { .q4_K }
+    public static var blockSize: Int { 256 }
+    public static var blockBytes: Int { 144 }
+    public static var nibbleOffset: Int { 16 }
+    @inline(__always)
+    public static func fifthBits8(_ block: UnsafeRawPointer, c: Int, g: Int) -> (SIMD8<Int32>, SIMD8<Int32>) { (.zero, .zero) }
+    @inline(__always) public static func fifthBit(_ block: UnsafeRawPointer, j: Int, l: Int) -> UInt8 { 0 }
+}
+
+/// Q5_K (`BlockQ5_K`): d at 0, dmin at 2, packed scales at 4, fifth bits at 16 (bit j of
+/// byte l: weight l of sub-block j), nibbles at 48.
+public enum Q5_KFormat: K4Format {
+    public static var type: GGMLType { .q5_K }
+    public static var blockSize: Int { 256 }
+    public static var blockBytes: Int { 176 }
+    public static var nibbleOffset: Int { 48 }
+    @inline(__always)
+    public static func fifthBits8(_ block: UnsafeRawPointer, c: Int, g: Int) -> (SIMD8<Int32>, SIMD8<Int32>) {
+        let h = widenBytes8(block + 16 + 8 * g)
+        return (((h &>> Int32(2 * c)) & 1) &<< 4, ((h &>> Int32(2 * c + 1)) & 1) &<< 4)
+    }
+    @inline(__always) public static func fifthBit(_ block: UnsafeRawPointer, j: Int, l: Int) -> UInt8 {
+        ((byte(block, 16 + l) >> UInt8(j)) & 1) << 4
+    }
+}
+
+/// Q4_K or Q5_K · x: per pair of sub-blocks (32 code bytes), the low and the high codes'
+/// products in two sums, each scaled by its sub-block's d × scale; the mins' term from the
+/// sums of x per 32.
+public enum K4Dot<F: K4Format>: BlockDot {
+    public typealias Format = F
     @inline(__always)
     public static func accumulate(_ block: UnsafeRawPointer, _ b: Int, _ a: Activations, _ scales: BlockScales,
                                   _ acc: inout SIMD8<Float>, _ offset: inout Float) {
@@ -183,22 +160,30 @@ public enum Q5_KDot: BlockDot {
         let dl = SIMD8<Float>(repeating: scales.d(b, block, 0)) * float8(sc)
         offset += scales.m(b, block, 2) * laneSum(float8(mn) * loadFloats8(a.sums + 8 * b))
         let x = a.x + 256 * b
-        let qs = block + 48, qh = block + 16
         for c in 0..<4 {
             let xc = x + 64 * c
-            var lo = SIMD8<Float>(), hi = SIMD8<Float>()
-            for g in 0..<4 {
-                let q = widenBytes8(qs + 32 * c + 8 * g)
-                let h = widenBytes8(qh + 8 * g)
-                lo = lo.addingProduct(float8((q & 0x0f) | (((h &>> Int32(2 * c)) & 1) &<< 4)), loadFloats8(xc + 8 * g))
-                hi = hi.addingProduct(float8((q &>> 4) | (((h &>> Int32(2 * c + 1)) & 1) &<< 4)), loadFloats8(xc + 32 + 8 * g))
+            var (lo0, hi0) = codes(block, c, 0)
+            var lo = float8(lo0) * loadFloats8(xc)
+            var hi = float8(hi0) * loadFloats8(xc + 32)
+            for g in 1..<4 {
+                (lo0, hi0) = codes(block, c, g)
+                lo = lo.addingProduct(float8(lo0), loadFloats8(xc + 8 * g))
+                hi = hi.addingProduct(float8(hi0), loadFloats8(xc + 32 + 8 * g))
             }
             acc = acc.addingProduct(lo, dl[2 * c])
             acc = acc.addingProduct(hi, dl[2 * c + 1])
         }
     }
+    @inline(__always) static func codes(_ block: UnsafeRawPointer, _ c: Int, _ g: Int) -> (SIMD8<Int32>, SIMD8<Int32>) {
+        F.codes8(block, c: c, g: g)
+    }
     @inline(__always) public static func finish(_ lanes: Float, _ offset: Float) -> Float { lanes - offset }
 }
+
+/// Q4_K's float one-token kernel.
+public typealias Q4_KDot = K4Dot<Q4_KFormat>
+/// Q5_K's float one-token kernel.
+public typealias Q5_KDot = K4Dot<Q5_KFormat>
 
 // MARK: - Q6_K
 

@@ -5,7 +5,9 @@
 //     single-threaded OpenBLAS sgemm, so the two cores never wait on each other inside
 //     a matrix and OpenBLAS's own threads never compete with ours.
 //   one token (generation): fused dot products straight from the blocks, rows split
-//     across threads, so W is read once and never expanded.
+//     across threads, so W is read once and never expanded. For the formats with an
+//     integer kernel (Q4_K, Q6_K, Q5_0, Q8_0) x is quantized to 8 bits once per token
+//     and call, as llama.cpp does (IntegerDots.swift); the others take float x.
 
 import COpenBLAS
 import GGUF
@@ -69,6 +71,15 @@ public final class MatmulScratch: @unchecked Sendable {
     let sumsCapacity: Int
     /// The same rows in `nibbleOrder`, for the Q4 kernels of the one-token path.
     let ordered: UnsafeMutablePointer<Float>
+    /// The same rows quantized to 8 bits for the integer kernels: per row, its Q8_K blocks
+    /// (`q8KBytes`) then its Q8x32 blocks.
+    let quantized: UnsafeMutableRawPointer
+    let q8KBytes: Int
+    let q8RowBytes: Int
+    /// Whether the one-token path uses the integer kernels where a format has one (true:
+    /// as generation runs); false keeps every product on float x, e.g. to compare the
+    /// forward pass's one-token and batched paths without the 8-bit rounding.
+    public var integerKernels = true
 
     /// Room for a tile of `tileRows` × `cols` floats.
     public init(tileRows: Int, cols: Int) {
@@ -78,15 +89,19 @@ public final class MatmulScratch: @unchecked Sendable {
         sumsCapacity = max(1, cols / 32) * 8
         sums = .allocate(capacity: sumsCapacity)
         ordered = .allocate(capacity: sumsCapacity * 32)
+        q8KBytes = cols / 256 * 292
+        q8RowBytes = q8KBytes + max(1, cols / 32) * 36
+        quantized = .allocate(byteCount: 8 * q8RowBytes, alignment: 64)
     }
 
     deinit {
         buffer.deallocate()
         sums.deallocate()
         ordered.deallocate()
+        quantized.deallocate()
     }
 
-    public var byteCount: Int { tileRows * cols * 4 + sumsCapacity * 33 * 4 }
+    public var byteCount: Int { tileRows * cols * 4 + sumsCapacity * 33 * 4 + 8 * q8RowBytes }
 
     /// Thread `t`'s tile when the work is split `threads` ways: (rows, start).
     func tile(_ t: Int, of threads: Int) -> (rows: Int, start: UnsafeMutablePointer<Float>) {
@@ -161,11 +176,19 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
         // Few tokens: fused dots over chunks of rows. More chunks than threads, handed
         // out one at a time: on a busy machine a thread that loses its core holds up
         // one small chunk, not half the matrix.
+        // x is prepared once per token for every matrix of the group: block sums (and the
+        // nibble order) for the float kernels, 8-bit blocks for the integer kernels.
         let blocks = cols / 32
         let nibbles = products.contains { $0.w.type.traits!.wantsNibbleOrder }
+        let integer = scratch.integerKernels
+        let q8K = integer && cols % 256 == 0 && products.contains { $0.w.type.traits!.integerBlocks == .q8K }
+        let q8x32 = integer && products.contains { $0.w.type.traits!.integerBlocks == .q8x32 }
+        let quantized = scratch.quantized, q8KBytes = scratch.q8KBytes, q8RowBytes = scratch.q8RowBytes
         for t in 0..<n {
             blockSums(x + t * ldx, count: cols, into: scratch.sums + t * blocks)
             if nibbles { nibbleOrder(x + t * ldx, count: cols, into: scratch.ordered + t * cols) }
+            if q8K { quantizeQ8K(x + t * ldx, count: cols, into: quantized + t * q8RowBytes) }
+            if q8x32 { quantizeQ8x32(x + t * ldx, count: cols, into: quantized + t * q8RowBytes + q8KBytes) }
         }
         fillTable { w in
             let chunks = max(1, min(w.rows / 64, 4 * threads))
@@ -178,10 +201,15 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
             let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
             let start = (chunk - first[p]) * size[p]
             let range = start..<min(w.rows, start + size[p])
-            let dots = w.type.traits!.dots
+            let traits = w.type.traits!
+            if let integerDots = traits.integerDots, traits.integerBlocks == .q8x32 ? q8x32 : q8K {
+                let offset = traits.integerBlocks == .q8K ? 0 : q8KBytes
+                for t in 0..<n { integerDots(w, range, quantized + t * q8RowBytes + offset, y + t * ldy) }
+                return
+            }
             for t in 0..<n {
-                dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
-                     y + t * ldy)
+                traits.dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
+                            y + t * ldy)
             }
         }
         return

@@ -21,6 +21,7 @@ import Testing
     /// Logits (vocab) of every position of `ids`, from one batched pass.
     static func batchedLogits(_ ids: [Int32], model: LlamaModel = model) -> [[Float]] {
         let state = RunState(config: model.config, capacity: ids.count, contextLength: ids.count)
+        state.scratch.integerKernels = false
         model.forward(Batch(sequences: [ids]), state)
         return (0..<ids.count).map { t in
             var row = [Float](repeating: 0, count: model.config.vocabSize)
@@ -39,6 +40,10 @@ import Testing
         let ids = Self.tokens(150, seed: 5, model: m)
         let reference = Self.batchedLogits(ids, model: m)
         let state = RunState(config: m.config, capacity: chunk, contextLength: ids.count, cacheSlots: 1)
+        // Float x on the one-token path too: this compares the paths, not 8-bit rounding
+        // (that is bounded in QuantTests' IntegerDotTests and checked against llama.cpp's
+        // one-token pass in OneTokenGoldenTests).
+        state.scratch.integerKernels = false
         var row = [Float](repeating: 0, count: m.config.vocabSize)
         var position = 0
         var worst: Float = 0
@@ -63,6 +68,7 @@ import Testing
         let sequences = [Self.tokens(70, seed: 1, model: m), Self.tokens(5, seed: 2, model: m), Self.tokens(130, seed: 3, model: m)]
         let total = sequences.reduce(0) { $0 + $1.count }
         let state = RunState(config: m.config, capacity: total, contextLength: 130)
+        state.scratch.integerKernels = false   // as batchedLogits
         let batch = Batch(sequences: sequences)
         try m.validate(batch, state)
         m.forward(batch, state)
@@ -83,6 +89,7 @@ import Testing
         let m = Self.model
         let ids = Self.tokens(100, seed: 9)
         let state = RunState(config: m.config, capacity: ids.count, contextLength: ids.count)
+        state.scratch.integerKernels = false   // the one-position logits on float x, as the NLL head's
         let batch = Batch(sequences: [ids])
         m.forward(batch, state)
         let targets = Array(ids.dropFirst()) + [-1]

@@ -71,6 +71,9 @@ struct QuantGolden {
         #expect(MemoryLayout<BlockQ6_K>.offset(of: \.qh) == 128 && MemoryLayout<BlockQ6_K>.offset(of: \.scales) == 192
             && MemoryLayout<BlockQ6_K>.offset(of: \.d) == 208)
         #expect(MemoryLayout<BlockQ8_K>.offset(of: \.qs) == 4 && MemoryLayout<BlockQ8_K>.offset(of: \.bsums) == 260)
+        // The 8-bit activation blocks of the integer kernels (not a GGUF type).
+        #expect(MemoryLayout<BlockQ8x32>.size == 36 && MemoryLayout<BlockQ8x32>.offset(of: \.qs) == 4)
+        #expect(ActivationBlocks.q8K.blockBytes == MemoryLayout<BlockQ8_K>.size && ActivationBlocks.q8x32.blockBytes == 36)
 
         // The table's scale fields are the layouts' d and m/dmin.
         #expect(GGMLType.q4_1.traits?.scales == ScaleFields(d: 0, m: MemoryLayout<BlockQ4_1>.offset(of: \.m)))
