@@ -201,7 +201,7 @@ public final class TrainingRun {
                 }
                 if let rows {
                     a.newTokens = rows.tokens
-                    a.embeddings = rows.values.array
+                    a.embeddings = rows.embeddings()
                 }
                 return a
             }
@@ -216,9 +216,8 @@ public final class TrainingRun {
             rows = ti.rows
             objective = ti
             let evaluator = ti.evaluator
-            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
             evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try heldOutNLL(evaluator, held, extra)
+                try heldOutNLL(evaluator, held, ti.currentExtraTokens())
             }
             subspaceGradient = o.subspace.map {
                 SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold,
@@ -227,7 +226,7 @@ public final class TrainingRun {
             makeAdapter = {
                 var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
                 a.newTokens = t.newTokens
-                a.embeddings = ti.values.array
+                a.embeddings = ti.rows.embeddings()
                 return a
             }
             describeMethod = "textual inversion: \(t.newTokens.count) new token(s) of \(m.config.dim) values, starting from \"\(t.initToken)\""
@@ -257,6 +256,7 @@ public final class TrainingRun {
         if let t = o.method.textualInversion {
             identity["new_tokens"] = t.newTokens.joined(separator: "\u{1F}")
             identity["init_token"] = t.initToken
+            identity["new_token_units"] = "init-row-rms"
         }
         if let q = o.method.qzo {
             identity["tensors"] = q.patterns.joined(separator: ",")
