@@ -38,6 +38,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Text of one existing token whose embedding the new tokens start from.")
     var initToken: String = " the"
 
+    @Option(name: .long, help: "The new tokens' output rows: tied (the trained rows) or init (the init token's output row, fixed).")
+    var newTokenOutput: String = "tied"
+
     @Option(name: .long, help: "Training steps.")
     var steps = 1000
 
@@ -156,6 +159,9 @@ struct Train: ParsableCommand {
         if !methods.contains("textual-inversion") && !newToken.isEmpty {
             throw ValidationError("--new-token is for --method textual-inversion (or qzo,textual-inversion)")
         }
+        if NewTokenOutputRow(rawValue: newTokenOutput) == nil {
+            throw ValidationError("--new-token-output must be tied or init (got \(newTokenOutput))")
+        }
         if methods.contains("textual-inversion") && newToken.isEmpty {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
@@ -193,6 +199,7 @@ struct Train: ParsableCommand {
         var o = TrainingRunOptions(modelPath: model.model, dataPath: data, method: TrainingMethod(
             textualInversion: methods.contains("textual-inversion") ? (newToken, initToken) : nil,
             qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
+        o.method.newTokenOutput = NewTokenOutputRow(rawValue: newTokenOutput) ?? .tied
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength

@@ -23,6 +23,9 @@ public enum Export {
         let extra = adapter.newTokens.count
         let dim = model.config.dim
 
+        if extra > 0 && adapter.newTokenOutput != nil && model.outputIsTied {
+            throw .adapter(path: path, message: "the adapter's new tokens keep the init token's output row, which a model with a tied output matrix cannot hold")
+        }
         if extra > 0 {
             try addNewTokenEntries(adapter.newTokens, rows: model.config.vocabSize, to: &metadata, path: path)
         }
@@ -32,8 +35,14 @@ public enum Export {
 
         for t in file.tensors {
             let source = file.bytes(of: t)
-            if extra > 0 && (t.name == "token_embd.weight" || (t.name == "output.weight" && !model.outputIsTied)) {
+            if extra > 0 && t.name == "token_embd.weight" {
                 try addTensorWithNewRows(t, source: source, rows: adapter.embeddings, count: extra, dim: dim, to: &writer, path: path)
+            } else if extra > 0 && t.name == "output.weight" && !model.outputIsTied {
+                if let o = adapter.newTokenOutput {
+                    addTensorWithCopiedRows(t, source: source, row: Int(o.initToken), count: extra, to: &writer)
+                } else {
+                    try addTensorWithNewRows(t, source: source, rows: adapter.embeddings, count: extra, dim: dim, to: &writer, path: path)
+                }
             } else if let d = adapter.scales[t.name] {
                 let m = adapter.offsets[t.name]
                 let type = t.type
@@ -139,6 +148,19 @@ public enum Export {
                 for i in 0..<count {
                     quantizeRowAnyFormat(type, e.baseAddress! + i * dim, count: dim, into: out.baseAddress! + source.count + i * rowBytes)
                 }
+            }
+        })
+    }
+
+    /// Adds tensor `t` with `count` copies of its own row `row` appended, byte for byte (the
+    /// init token's output row, for new tokens whose output rows are not trained).
+    static func addTensorWithCopiedRows(_ t: GGUFTensorInfo, source: UnsafeRawBufferPointer, row: Int, count: Int,
+                                        to writer: inout GGUFWriter) {
+        let rowBytes = source.count / t.shape[1]
+        writer.addTensor(name: t.name, type: t.type, shape: [t.shape[0], t.shape[1] + count], source: .generate { out in
+            out.copyMemory(from: source)
+            for i in 0..<count {
+                (out.baseAddress! + source.count + i * rowBytes).copyMemory(from: source.baseAddress! + row * rowBytes, byteCount: rowBytes)
             }
         })
     }

@@ -27,6 +27,15 @@
 import Model
 import Quant
 
+/// What a new token's output row (its logit = row · final hidden state) is.
+public enum NewTokenOutputRow: String, Sendable, CaseIterable {
+    /// The trained input row itself (what a tied model does for every token).
+    case tied
+    /// The init token's output row, fixed (output.weight's row on an untied model, so the
+    /// new token is predicted like the init token).
+    case initToken = "init"
+}
+
 /// New tokens appended to the vocabulary, with their trainable rows (the float32 master
 /// copy, in units of the init row's RMS), each starting as an existing token's embedding.
 public final class NewTokenRows {
@@ -44,12 +53,20 @@ public final class NewTokenRows {
     public let dim: Int
     /// (count, dim): θ as of the last `currentRows()`, for evaluation.
     private let current: FloatBuffer
+    public let outputRow: NewTokenOutputRow
+    /// (count, dim): the fixed output rows, for `.initToken`.
+    public let fixedOutputRows: FloatBuffer?
 
     /// `initToken`: text that must be exactly one token of the vocabulary. `tokenizer`: the
     /// model's tokenizer with `tokens` added, when the caller has it.
-    public init(model: LlamaModel, tokens: [String], initToken: String, tokenizer: Tokenizer? = nil) throws(TrainingError) {
+    public init(model: LlamaModel, tokens: [String], initToken: String, tokenizer: Tokenizer? = nil,
+                outputRow: NewTokenOutputRow = .tied) throws(TrainingError) {
         guard !tokens.isEmpty else { throw .newToken("give at least one --new-token") }
+        if outputRow == .initToken && model.outputIsTied {
+            throw .newToken("--new-token-output init needs a model with its own output.weight; this one ties its output to token_embd, so an exported file could not hold an output row apart from the trained row (use tied)")
+        }
         self.tokens = tokens
+        self.outputRow = outputRow
         dim = model.config.dim
         firstID = model.config.vocabSize
         // The new tokens take the ids after the embedding's rows: either the model was loaded
@@ -60,7 +77,9 @@ public final class NewTokenRows {
                 throw .newToken("--new-token \"\" is empty; a new token needs at least one character, such as \"<my-concept>\"")
             }
             // compared in the vocabulary's own encoding: " the" is the existing "Ġthe" (BPE) or "▁the" (SentencePiece)
-            if let id = model.tokenizer.id(of: t) ?? model.tokenizer.existingToken(renderingAs: t), Int(id) < vocab {
+            // (the model may have been loaded with the new tokens already: only ids below token_embd's rows count)
+            let storedID = model.tokenizer.id(of: t).flatMap { Int($0) < vocab ? $0 : nil }
+            if let id = storedID ?? model.tokenizer.existingToken(renderingAs: t, below: Int32(vocab)) {
                 let stored = model.tokenizer.text(of: id)
                 let storedNote = stored == t ? "" : ", stored as \"\(stored)\""
                 throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)\(storedNote)); choose a new string such as \"<my-concept>\"")
@@ -102,6 +121,16 @@ public final class NewTokenRows {
         for i in 0..<tokens.count {
             for j in 0..<dim { values[i * dim + j] = row[j] / rms }
         }
+        fixedOutputRows = outputRow == .tied ? nil : Self.initOutputRows(model, Int(initTokenID), count: tokens.count)
+    }
+
+    /// The init token's row of the output matrix, once per new token.
+    static func initOutputRows(_ model: LlamaModel, _ id: Int, count: Int) -> FloatBuffer {
+        let dim = model.config.dim
+        let out = FloatBuffer(count: count * dim)
+        model.outputRows(id..<(id + 1), thread: 0).dequantize(rows: 0..<1, into: out.pointer)
+        for i in 1..<max(1, count) { (out.pointer + i * dim).update(from: out.pointer, count: dim) }
+        return out
     }
 
     /// One group per token.
@@ -111,7 +140,7 @@ public final class NewTokenRows {
 
     /// The rows as the forward pass takes them, reading `table` ((count, dim) embeddings θ).
     public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens {
-        ExtraTokens(firstID: firstID, count: tokens.count, tables: [table])
+        ExtraTokens(firstID: firstID, count: tokens.count, tables: [table], outputTable: fixedOutputRows.map { UnsafePointer($0.pointer) })
     }
 
     /// The embeddings θ = ρ·φ of the current values, (count, dim) row-major.
@@ -173,9 +202,10 @@ public final class TextualInversion: TrainableSet, Objective {
     /// `tokenizer`: the model's tokenizer with `newTokens` already added, when the caller
     /// has it (one fewer copy of the vocabulary tables in memory).
     public init(model: LlamaModel, newTokens: [String], initToken: String, microBatchTokens: Int, maxPoints: Int,
-                contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil) throws(TrainingError) {
+                contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil,
+                outputRow: NewTokenOutputRow = .tied) throws(TrainingError) {
         self.model = model
-        rows = try NewTokenRows(model: model, tokens: newTokens, initToken: initToken, tokenizer: tokenizer)
+        rows = try NewTokenRows(model: model, tokens: newTokens, initToken: initToken, tokenizer: tokenizer, outputRow: outputRow)
         groups = rows.groups
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
@@ -218,7 +248,8 @@ public final class TextualInversion: TrainableSet, Objective {
             rows.perturbed(point, epsilon: epsilon, shape: shape, firstGroup: 0, into: table)
             tables.append(UnsafePointer(table))
         }
-        let extra = ExtraTokens(firstID: firstID, count: k, tables: tables)
+        var extra = rows.extraTokens(tables[0])
+        extra.tables = tables
 
         // Examples × points in passes of at most `passCapacity` tokens.
         var sums = totals
