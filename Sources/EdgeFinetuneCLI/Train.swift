@@ -38,16 +38,19 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Text of one existing token whose embedding the new tokens start from.")
     var initToken: String = " the"
 
+    @Option(name: .long, help: "The new tokens' output rows: tied (the trained rows) or init (the init token's output row, fixed).")
+    var newTokenOutput: String = "tied"
+
     @Option(name: .long, help: "Training steps.")
     var steps = 1000
 
     @Option(name: .long, help: "Examples per step.")
     var batch = 8
 
-    @Option(name: .long, help: "Learning rate (default: 1e-2 for textual inversion; 3e-3 with QZO, relative to each scale).")
+    @Option(name: .long, help: "Learning rate, relative: textual inversion in units of the init token's row RMS (default 0.75), QZO relative to each scale (default 3e-3).")
     var lr: Float?
 
-    @Option(name: .long, help: "Perturbation size ε (default: 1e-3; for QZO relative to each scale).")
+    @Option(name: .long, help: "Perturbation size ε, relative as --lr (default: 1e-2 for textual inversion, 1e-3 with QZO).")
     var eps: Float?
 
     @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained.")
@@ -156,6 +159,9 @@ struct Train: ParsableCommand {
         if !methods.contains("textual-inversion") && !newToken.isEmpty {
             throw ValidationError("--new-token is for --method textual-inversion (or qzo,textual-inversion)")
         }
+        if NewTokenOutputRow(rawValue: newTokenOutput) == nil {
+            throw ValidationError("--new-token-output must be tied or init (got \(newTokenOutput))")
+        }
         if methods.contains("textual-inversion") && newToken.isEmpty {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
@@ -193,6 +199,7 @@ struct Train: ParsableCommand {
         var o = TrainingRunOptions(modelPath: model.model, dataPath: data, method: TrainingMethod(
             textualInversion: methods.contains("textual-inversion") ? (newToken, initToken) : nil,
             qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
+        o.method.newTokenOutput = NewTokenOutputRow(rawValue: newTokenOutput) ?? .tied
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength
@@ -200,8 +207,10 @@ struct Train: ParsableCommand {
         o.settings.batchSize = batch
         o.settings.microBatchSize = batch
         // Measured on the benchmarks: QZO's 3.3 M scales take smaller steps than one token's 576 values.
-        o.settings.learningRate = lr ?? (methods.contains("qzo") ? 3e-3 : 1e-2)
-        o.settings.epsilon = eps ?? 1e-3
+        // Textual inversion's 0.75 and 1e-2 are the former absolute 1e-2 and 1e-3 on SmolLM2's
+        // " the" row (RMS 0.117), now in units of the init row's RMS on every file.
+        o.settings.learningRate = lr ?? (methods.contains("qzo") ? 3e-3 : 0.75)
+        o.settings.epsilon = eps ?? (methods.contains("qzo") ? 1e-3 : 1e-2)
         o.settings.directions = directions
         o.settings.estimator = EstimatorKind(rawValue: estimator)!
         o.settings.seed = seed

@@ -70,12 +70,19 @@ public struct ExtraTokens {
     public var count: Int
     /// Per variant: (count, dim) row-major floats.
     public var tables: [UnsafePointer<Float>]
+    /// The output rows when they are not `tables` (an output row kept apart from the
+    /// trained input row): (count, dim), the same for every variant.
+    public var outputTable: UnsafePointer<Float>?
 
-    public init(firstID: Int, count: Int, tables: [UnsafePointer<Float>]) {
+    public init(firstID: Int, count: Int, tables: [UnsafePointer<Float>], outputTable: UnsafePointer<Float>? = nil) {
         self.firstID = firstID
         self.count = count
         self.tables = tables
+        self.outputTable = outputTable
     }
+
+    /// The output rows of `variant`.
+    @inline(__always) public func outputRows(_ variant: Int) -> UnsafePointer<Float> { outputTable ?? tables[variant] }
 }
 
 /// Every scratch buffer of a forward pass for up to `capacity` tokens per pass and

@@ -77,7 +77,7 @@ extension LlamaModel {
         }
         if let extra {
             for e in 0..<extra.count {
-                out[config.vocabSize + e] = dotF32(extra.tables[variant] + e * config.dim, h, count: config.dim)
+                out[config.vocabSize + e] = dotF32(extra.outputRows(variant) + e * config.dim, h, count: config.dim)
             }
         }
     }
@@ -198,7 +198,7 @@ extension LlamaModel {
                 let h = o.hidden.pointer + i * dim
                 let l = total.logits.pointer
                 for e in 0..<extra.count {
-                    l[e] = dotF32(extra.tables[variants[i]] + e * dim, h, count: dim)
+                    l[e] = dotF32(extra.outputRows(variants[i]) + e * dim, h, count: dim)
                 }
                 foldLogSumExp(l, count: extra.count, runningMax: &total.runningMax[i], runningSum: &total.runningSum[i])
                 let target = Int(targets[i])
@@ -246,7 +246,7 @@ extension LlamaModel {
                 let h = state.xb.pointer + t * dim
                 func logit(_ id: Int32) -> Float {
                     if let extra, Int(id) >= extra.firstID {
-                        return dotF32(extra.tables[variant[t]] + (Int(id) - extra.firstID) * dim, h, count: dim)
+                        return dotF32(extra.outputRows(variant[t]) + (Int(id) - extra.firstID) * dim, h, count: dim)
                     }
                     source.outputRows(Int(id)..<(Int(id) + 1), thread: 0).dequantize(rows: 0..<1, into: row.baseAddress!)
                     return dotF32(row.baseAddress!, h, count: dim)

@@ -6,6 +6,8 @@
 //   edge_finetune.base_model.name          general.name of the base model
 //   edge_finetune.base_model.sha256        SHA-256 of the base model's tensor data
 //   edge_finetune.textual_inversion.tokens the new tokens' texts, in id order
+//   edge_finetune.textual_inversion.output "init" when the new tokens' output rows are the
+//                                          init token's (id in ...output_init_token); absent: tied
 //   edge_finetune.training                 the run's settings, as JSON text, with "step" (the
 //                                          step the adapter was taken at) and "held_out_nll"
 // Tensors:
@@ -24,6 +26,9 @@ public struct Adapter {
     /// Textual inversion: the new tokens and their rows ((count, dim) row-major).
     public var newTokens: [String] = []
     public var embeddings: [Float] = []
+    /// The new tokens' output rows when not tied to `embeddings`: the mode ("init") and the
+    /// init token's id.
+    public var newTokenOutput: (mode: String, initToken: Int32)?
     /// QZO: tuned block scales by tensor name.
     public var scales: [String: [Float]] = [:]
     public var offsets: [String: [Float]] = [:]
@@ -54,6 +59,10 @@ public struct Adapter {
         if !newTokens.isEmpty {
             w.metadata["edge_finetune.textual_inversion.tokens"] = .array(.string(newTokens))
             w.addTensor(name: "textual_inversion.embedding", shape: [dim, newTokens.count], floats: embeddings)
+            if let o = newTokenOutput {
+                w.metadata["edge_finetune.textual_inversion.output"] = .string(o.mode)
+                w.metadata["edge_finetune.textual_inversion.output_init_token"] = .int32(o.initToken)
+            }
         }
         var entries = scales.keys.map { name in (name: name, write: { (w: inout GGUFWriter) in
             w.addTensor(name: name + ".qzo_d", shape: [scales[name]!.count], floats: scales[name]!)
@@ -167,6 +176,13 @@ public struct Adapter {
             }
             adapter.newTokens = tokens
             adapter.embeddings = try floats(t)
+            if let mode = m.string("edge_finetune.textual_inversion.output") {
+                guard mode == NewTokenOutputRow.initToken.rawValue, let id = m.int("edge_finetune.textual_inversion.output_init_token"),
+                      id >= 0, id < model.config.vocabSize else {
+                    throw .adapter(path: path, message: "edge_finetune.textual_inversion.output is '\(mode)' with output_init_token \(m.int("edge_finetune.textual_inversion.output_init_token").map(String.init) ?? "missing"); expected 'init' and a token id below \(model.config.vocabSize)")
+                }
+                adapter.newTokenOutput = (mode, Int32(id))
+            }
         }
         for t in file.tensors where t.name.hasSuffix(".qzo_d") || t.name.hasSuffix(".qzo_m") {
             let base = String(t.name.dropLast(6))

@@ -9,6 +9,8 @@ public final class AppliedAdapter {
     public let tokenizer: Tokenizer
     /// (new tokens, dim) embeddings, when the adapter has new tokens.
     public let embeddings: FloatBuffer?
+    /// (new tokens, dim) output rows, when they are not the embeddings (the init token's).
+    public let outputRows: FloatBuffer?
     /// Tuned scales by tensor name, kept alive while the model reads them.
     private var scaleBuffers: [String: (d: FloatBuffer, m: FloatBuffer?)] = [:]
     private let model: LlamaModel
@@ -30,6 +32,7 @@ public final class AppliedAdapter {
             do { tokenizer = try model.tokenizer.adding(tokens: adapter.newTokens) } catch { throw .newToken("\(error)") }
             embeddings = FloatBuffer(adapter.embeddings)
         }
+        outputRows = adapter.newTokenOutput.map { NewTokenRows.initOutputRows(model, Int($0.initToken), count: adapter.newTokens.count) }
         for (name, d) in adapter.scales {
             let m = adapter.offsets[name].map(FloatBuffer.init)
             let db = FloatBuffer(d)
@@ -44,7 +47,10 @@ public final class AppliedAdapter {
 
     /// The new tokens for the forward pass, or nil when there are none.
     public var extra: ExtraTokens? {
-        embeddings.map { ExtraTokens(firstID: model.config.vocabSize, count: adapter.newTokens.count, tables: [UnsafePointer($0.pointer)]) }
+        embeddings.map {
+            ExtraTokens(firstID: model.config.vocabSize, count: adapter.newTokens.count, tables: [UnsafePointer($0.pointer)],
+                        outputTable: outputRows.map { UnsafePointer($0.pointer) })
+        }
     }
 
     /// Loads and applies the adapter at `path`.

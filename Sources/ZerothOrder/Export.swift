@@ -3,7 +3,11 @@
 //   QZO scales replace each tuned block's d (and m), rounded to half precision; the
 //     4-bit codes are copied unchanged;
 //   new tokens join the vocabulary as user-defined tokens (llama.cpp matches those in any
-//     text) and their learned rows are quantized into token_embd's format and appended.
+//     text, before SentencePiece or BPE sees it, so each is one token in both) and their
+//     learned rows are quantized into token_embd's format (Q8_0, Q5_0, Q4_K, ...) and
+//     appended; on a model with its own output.weight the same rows (the new tokens'
+//     output rows are tied to their input rows, see TextualInversion.swift) are appended
+//     to it in its format.
 
 import GGUF
 import Model
@@ -19,23 +23,11 @@ public enum Export {
         let extra = adapter.newTokens.count
         let dim = model.config.dim
 
+        if extra > 0 && adapter.newTokenOutput != nil && model.outputIsTied {
+            throw .adapter(path: path, message: "the adapter's new tokens keep the init token's output row, which a model with a tied output matrix cannot hold")
+        }
         if extra > 0 {
-            guard model.outputIsTied else {
-                throw .adapter(path: path, message: "exporting new tokens needs a model with a tied output matrix")
-            }
-            guard let tokens = metadata.strings("tokenizer.ggml.tokens") else {
-                throw .adapter(path: path, message: "the model has no tokenizer.ggml.tokens")
-            }
-            metadata["tokenizer.ggml.tokens"] = .array(.string(tokens + adapter.newTokens))
-            if let types = metadata.ints("tokenizer.ggml.token_type") {
-                metadata["tokenizer.ggml.token_type"] = .array(.int32(types.map { Int32($0) } + Array(repeating: 4, count: extra)))
-            }
-            if let scores = metadata.floats("tokenizer.ggml.scores") {
-                metadata["tokenizer.ggml.scores"] = .array(.float32(scores + Array(repeating: 0, count: extra)))
-            }
-            if metadata.int("llama.vocab_size") != nil {
-                metadata["llama.vocab_size"] = .uint32(UInt32(tokens.count + extra))
-            }
+            try addNewTokenEntries(adapter.newTokens, rows: model.config.vocabSize, to: &metadata, path: path)
         }
         metadata["edge_finetune.exported.method"] = .string(adapter.method.joined(separator: ","))
         metadata["edge_finetune.exported.base_sha256"] = .string(adapter.baseSHA256)
@@ -43,19 +35,14 @@ public enum Export {
 
         for t in file.tensors {
             let source = file.bytes(of: t)
-            if t.name == "token_embd.weight" && extra > 0 {
-                // The base rows as they are, then the new rows quantized to the same type.
-                let type = t.type
-                let rowBytes = type.rowBytes(dim)!
-                let embeddings = adapter.embeddings
-                writer.addTensor(name: t.name, type: type, shape: [dim, t.shape[1] + extra], source: .generate { out in
-                    out.copyMemory(from: source)
-                    embeddings.withUnsafeBufferPointer { e in
-                        for i in 0..<extra {
-                            quantizeRow(type, e.baseAddress! + i * dim, count: dim, into: out.baseAddress! + source.count + i * rowBytes)
-                        }
-                    }
-                })
+            if extra > 0 && t.name == "token_embd.weight" {
+                try addTensorWithNewRows(t, source: source, rows: adapter.embeddings, count: extra, dim: dim, to: &writer, path: path)
+            } else if extra > 0 && t.name == "output.weight" && !model.outputIsTied {
+                if let o = adapter.newTokenOutput {
+                    addTensorWithCopiedRows(t, source: source, row: Int(o.initToken), count: extra, to: &writer)
+                } else {
+                    try addTensorWithNewRows(t, source: source, rows: adapter.embeddings, count: extra, dim: dim, to: &writer, path: path)
+                }
             } else if let d = adapter.scales[t.name] {
                 let m = adapter.offsets[t.name]
                 let type = t.type
@@ -77,14 +64,18 @@ public enum Export {
         }
         do { try writer.write(to: path) } catch { throw .file(error) }
         var changes = [String]()
-        if extra > 0 { changes.append("\(extra) new token(s) appended to the vocabulary and token_embd") }
+        if extra > 0 {
+            changes.append("\(extra) new token(s) appended to the vocabulary and token_embd" + (model.outputIsTied ? "" : " and output.weight"))
+        }
         if !adapter.scales.isEmpty { changes.append("block scales of \(adapter.scales.count) tensors replaced (half precision)") }
         return changes.joined(separator: "; ")
     }
 
     /// The adapter as the exported file will hold it: QZO scales rounded to half precision
     /// and new rows rounded through the embedding's block format, so evaluating it gives
-    /// the exported model's numbers.
+    /// the exported model's numbers. (On a model with its own output.weight the file's
+    /// output rows are rounded through that tensor's format instead, Q8_0 on Qwen2.5-0.5B,
+    /// finer than token_embd's; evaluate the exported file itself for its exact numbers.)
     public static func rounded(_ adapter: Adapter, for model: LlamaModel) -> Adapter {
         var a = adapter
         for (name, d) in a.scales { a.scales[name] = d.map { Float(Float16($0)) } }
@@ -97,7 +88,7 @@ public enum Export {
             var row = [Float](repeating: 0, count: dim)
             for i in 0..<a.newTokens.count {
                 a.embeddings.withUnsafeBufferPointer { e in
-                    bytes.withUnsafeMutableBytes { quantizeRow(type, e.baseAddress! + i * dim, count: dim, into: $0.baseAddress!) }
+                    bytes.withUnsafeMutableBytes { quantizeRowAnyFormat(type, e.baseAddress! + i * dim, count: dim, into: $0.baseAddress!) }
                 }
                 bytes.withUnsafeBytes { b in
                     row.withUnsafeMutableBufferPointer { r in
@@ -108,5 +99,69 @@ public enum Export {
             }
         }
         return a
+    }
+
+    // MARK: - New tokens (textual inversion)
+
+    /// Appends `tokens` to the vocabulary of `metadata` as user-defined tokens (type 4, score
+    /// 0) after `rows` entries: a vocabulary shorter than the embedding (rows without a
+    /// token) is first padded with unused "[PADn]" entries, as the model's loader pads it,
+    /// so that the new tokens' ids are their rows.
+    static func addNewTokenEntries(_ tokens: [String], rows: Int, to metadata: inout GGUFMetadata,
+                                   path: String) throws(TrainingError) {
+        guard let existing = metadata.strings("tokenizer.ggml.tokens") else {
+            throw .adapter(path: path, message: "the model has no tokenizer.ggml.tokens; new tokens cannot be added to its vocabulary")
+        }
+        guard existing.count <= rows else {
+            throw .adapter(path: path, message: "the model's vocabulary has \(existing.count) tokens but token_embd has \(rows) rows")
+        }
+        let padding = (existing.count..<rows).map { "[PAD\($0)]" }
+        let all = existing + padding + tokens
+        metadata["tokenizer.ggml.tokens"] = .array(.string(all))
+        if let types = metadata.ints("tokenizer.ggml.token_type") {
+            metadata["tokenizer.ggml.token_type"] = .array(.int32(types.map { Int32($0) }
+                + Array(repeating: TokenType.unused.rawValue, count: padding.count)
+                + Array(repeating: TokenType.userDefined.rawValue, count: tokens.count)))
+        }
+        if let scores = metadata.floats("tokenizer.ggml.scores") {
+            metadata["tokenizer.ggml.scores"] = .array(.float32(scores + Array(repeating: 0, count: padding.count + tokens.count)))
+        }
+        if let arch = metadata.string("general.architecture"), metadata.int("\(arch).vocab_size") != nil {
+            metadata["\(arch).vocab_size"] = .uint32(UInt32(all.count))
+        }
+    }
+
+    /// Adds tensor `t` (token_embd or output.weight, (dim, rows)) with `count` new rows
+    /// quantized into its own block format and appended after the file's rows.
+    static func addTensorWithNewRows(_ t: GGUFTensorInfo, source: UnsafeRawBufferPointer, rows: [Float], count: Int, dim: Int,
+                                     to writer: inout GGUFWriter, path: String) throws(TrainingError) {
+        let type = t.type
+        guard t.shape.count == 2, t.shape[0] == dim, let rowBytes = type.rowBytes(dim), canQuantizeRow(type, count: dim) else {
+            throw .adapter(path: path, message: "cannot append new token rows to \(t.name): its format \(type.name) (rows of \(t.shape.first ?? 0)) has no row quantizer here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, F16, BF16, F32 have)")
+        }
+        guard rows.count == count * dim, rows.allSatisfy(\.isFinite) else {
+            throw .adapter(path: path, message: "the adapter's textual_inversion.embedding has \(rows.count) values, not \(count) finite rows of \(dim)")
+        }
+        writer.addTensor(name: t.name, type: type, shape: [dim, t.shape[1] + count], source: .generate { out in
+            out.copyMemory(from: source)
+            rows.withUnsafeBufferPointer { e in
+                for i in 0..<count {
+                    quantizeRowAnyFormat(type, e.baseAddress! + i * dim, count: dim, into: out.baseAddress! + source.count + i * rowBytes)
+                }
+            }
+        })
+    }
+
+    /// Adds tensor `t` with `count` copies of its own row `row` appended, byte for byte (the
+    /// init token's output row, for new tokens whose output rows are not trained).
+    static func addTensorWithCopiedRows(_ t: GGUFTensorInfo, source: UnsafeRawBufferPointer, row: Int, count: Int,
+                                        to writer: inout GGUFWriter) {
+        let rowBytes = source.count / t.shape[1]
+        writer.addTensor(name: t.name, type: t.type, shape: [t.shape[0], t.shape[1] + count], source: .generate { out in
+            out.copyMemory(from: source)
+            for i in 0..<count {
+                (out.baseAddress! + source.count + i * rowBytes).copyMemory(from: source.baseAddress! + row * rowBytes, byteCount: rowBytes)
+            }
+        })
     }
 }

@@ -4,14 +4,40 @@
 // The perturbation touches only the new tokens' embedding rows, not any weight, so all
 // perturbed points of a step run as one batch ("dual forward"): each example appears
 // once per point, reading its point's copy of the new rows, and every weight matrix is
-// read once per step. With a tied output matrix (token_embd doubles as the output
-// projection, as in SmolLM2) the new rows are also the new tokens' output rows.
+// read once per step.
+//
+// Output row. The new rows are also the new tokens' output rows (the logit of a new token
+// is its row · the final hidden state). On a tied model (SmolLM2, Gemma 3) that is what
+// token_embd is for every token. Qwen2.5-Coder 0.5B and 1.5B carry a separate
+// output.weight, but it is the same matrix as token_embd up to quantization (rows differ
+// by 4.4% on the 0.5B file, Q5_0 against Q8_0, and 7.4% on the 1.5B, Q4_K against Q6_K:
+// the models were trained tied), so the new token's output row is tied to its trained
+// input row there too; training, evaluation (AppliedAdapter) and export (which appends the
+// row to output.weight as well) all do the same. Measured against the alternative in
+// bench/textual_inversion.py (README).
+//
+// Units. The trained values are the rows in units of ρ, the RMS of the init token's
+// embedding row: θ = ρ·φ, φ starting at RMS 1. The learning rate and ε then act on φ,
+// as QZO's act on the ratio of a scale to its file value, so one default fits files
+// whose embeddings differ in size: SmolLM2's rows have RMS 0.12, Gemma 3's 0.041 (and
+// are multiplied by √640 at the input, so the loss is far more sensitive to them),
+// Qwen2.5's 0.015. With a step in absolute units (lr 1e-2 on θ) a Gemma step moved θ by
+// twice its own RMS and the held-out NLL went from 4.14 to 12.2 in two steps.
 
 import Model
 import Quant
 
-/// New tokens appended to the vocabulary, with their trainable embedding rows (the
-/// float32 master copy), each starting as an existing token's embedding.
+/// What a new token's output row (its logit = row · final hidden state) is.
+public enum NewTokenOutputRow: String, Sendable, CaseIterable {
+    /// The trained input row itself (what a tied model does for every token).
+    case tied
+    /// The init token's output row, fixed (output.weight's row on an untied model, so the
+    /// new token is predicted like the init token).
+    case initToken = "init"
+}
+
+/// New tokens appended to the vocabulary, with their trainable rows (the float32 master
+/// copy, in units of the init row's RMS), each starting as an existing token's embedding.
 public final class NewTokenRows {
     public let tokens: [String]
     /// The model's tokenizer with the new tokens appended.
@@ -20,18 +46,27 @@ public final class NewTokenRows {
     public let firstID: Int
     /// The token each new embedding started from.
     public let initTokenID: Int32
-    /// (count, dim)
+    /// ρ: the RMS of the init token's embedding row; an embedding row is θ = ρ·φ.
+    public let unit: Float
+    /// (count, dim): φ, the trained values (θ / ρ).
     public let values: FloatBuffer
     public let dim: Int
+    /// (count, dim): θ as of the last `currentRows()`, for evaluation.
+    private let current: FloatBuffer
+    public let outputRow: NewTokenOutputRow
+    /// (count, dim): the fixed output rows, for `.initToken`.
+    public let fixedOutputRows: FloatBuffer?
 
     /// `initToken`: text that must be exactly one token of the vocabulary. `tokenizer`: the
     /// model's tokenizer with `tokens` added, when the caller has it.
-    public init(model: LlamaModel, tokens: [String], initToken: String, tokenizer: Tokenizer? = nil) throws(TrainingError) {
+    public init(model: LlamaModel, tokens: [String], initToken: String, tokenizer: Tokenizer? = nil,
+                outputRow: NewTokenOutputRow = .tied) throws(TrainingError) {
         guard !tokens.isEmpty else { throw .newToken("give at least one --new-token") }
-        guard model.outputIsTied else {
-            throw .newToken("textual inversion needs a model whose output matrix is tied to its token embedding (this model has its own output.weight)")
+        if outputRow == .initToken && model.outputIsTied {
+            throw .newToken("--new-token-output init needs a model with its own output.weight; this one ties its output to token_embd, so an exported file could not hold an output row apart from the trained row (use tied)")
         }
         self.tokens = tokens
+        self.outputRow = outputRow
         dim = model.config.dim
         firstID = model.config.vocabSize
         // The new tokens take the ids after the embedding's rows: either the model was loaded
@@ -42,11 +77,16 @@ public final class NewTokenRows {
                 throw .newToken("--new-token \"\" is empty; a new token needs at least one character, such as \"<my-concept>\"")
             }
             // compared in the vocabulary's own encoding: " the" is the existing "Ġthe" (BPE) or "▁the" (SentencePiece)
-            if let id = model.tokenizer.id(of: t) ?? model.tokenizer.existingToken(renderingAs: t), Int(id) < vocab {
+            // (the model may have been loaded with the new tokens already: only ids below token_embd's rows count)
+            let storedID = model.tokenizer.id(of: t).flatMap { Int($0) < vocab ? $0 : nil }
+            if let id = storedID ?? model.tokenizer.existingToken(renderingAs: t, below: Int32(vocab)) {
                 let stored = model.tokenizer.text(of: id)
                 let storedNote = stored == t ? "" : ", stored as \"\(stored)\""
                 throw .newToken("the token \"\(t)\" already exists in the vocabulary (id \(id)\(storedNote)); choose a new string such as \"<my-concept>\"")
             }
+        }
+        if Set(tokens).count != tokens.count {
+            throw .newToken("--new-token is given twice with the same text (\(tokens.map { "\"\($0)\"" }.joined(separator: ", "))); each new token needs its own string")
         }
         if model.tokenizer.count == vocab + tokens.count,
            tokens.enumerated().allSatisfy({ model.tokenizer.id(of: $1) == Int32(vocab + $0) }) {
@@ -66,11 +106,31 @@ public final class NewTokenRows {
         }
         initTokenID = initIDs[0]
 
-        // Each new row starts as the init token's embedding.
-        values = FloatBuffer(count: tokens.count * dim)
-        for i in 0..<tokens.count {
-            model.embedding(Int(initTokenID), into: values.pointer + i * dim)
+        // Each new row starts as the init token's embedding, in units of its RMS.
+        let row = FloatBuffer(count: dim)
+        model.embedding(Int(initTokenID), into: row.pointer)
+        var sumSquares: Double = 0
+        for j in 0..<dim { sumSquares += Double(row[j]) * Double(row[j]) }
+        let rms = Float((sumSquares / Double(dim)).squareRoot())
+        guard rms.isFinite, rms > 0 else {
+            throw .newToken("--init-token \"\(initToken)\" (id \(initTokenID)) has an all-zero embedding row; choose a token the model uses, e.g. \" the\"")
         }
+        unit = rms
+        values = FloatBuffer(count: tokens.count * dim)
+        current = FloatBuffer(count: tokens.count * dim)
+        for i in 0..<tokens.count {
+            for j in 0..<dim { values[i * dim + j] = row[j] / rms }
+        }
+        fixedOutputRows = outputRow == .tied ? nil : Self.initOutputRows(model, Int(initTokenID), count: tokens.count)
+    }
+
+    /// The init token's row of the output matrix, once per new token.
+    static func initOutputRows(_ model: LlamaModel, _ id: Int, count: Int) -> FloatBuffer {
+        let dim = model.config.dim
+        let out = FloatBuffer(count: count * dim)
+        model.outputRows(id..<(id + 1), thread: 0).dequantize(rows: 0..<1, into: out.pointer)
+        for i in 1..<max(1, count) { (out.pointer + i * dim).update(from: out.pointer, count: dim) }
+        return out
     }
 
     /// One group per token.
@@ -78,21 +138,35 @@ public final class NewTokenRows {
         tokens.indices.map { ParameterGroup(name: "token \(tokens[$0])", values: values.pointer + $0 * dim, count: dim) }
     }
 
-    /// The rows as the forward pass takes them, reading `table` ((count, dim)).
+    /// The rows as the forward pass takes them, reading `table` ((count, dim) embeddings θ).
     public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens {
-        ExtraTokens(firstID: firstID, count: tokens.count, tables: [table])
+        ExtraTokens(firstID: firstID, count: tokens.count, tables: [table], outputTable: fixedOutputRows.map { UnsafePointer($0.pointer) })
     }
 
-    /// `table` = θ + sign·ε·s⊙T(z) for `point`; group g of the rows is perturbation group
-    /// `firstGroup + g`.
+    /// The embeddings θ = ρ·φ of the current values, (count, dim) row-major.
+    public func embeddings() -> [Float] {
+        (0..<(tokens.count * dim)).map { unit * values[$0] }
+    }
+
+    /// θ = ρ·φ of the current values in a buffer owned by these rows (valid until the next
+    /// call), for evaluating the current point.
+    public func currentRows() -> UnsafePointer<Float> {
+        for i in 0..<(tokens.count * dim) { current[i] = unit * values[i] }
+        return UnsafePointer(current.pointer)
+    }
+
+    /// `table` = ρ·(φ + sign·ε·s⊙T(z)) for `point`: the embeddings of the perturbed point;
+    /// group g of the rows is perturbation group `firstGroup + g`.
     func perturbed(_ point: PerturbedPoint, epsilon: Float, shape: PerturbationShape, firstGroup: Int,
                    into table: UnsafeMutablePointer<Float>) {
-        table.update(from: values.pointer, count: tokens.count * dim)
+        let n = tokens.count * dim
+        table.update(from: values.pointer, count: n)
         if let seed = point.seed {
             for g in tokens.indices {
                 shape.apply(alpha: point.sign * epsilon, seed: seed, group: firstGroup + g, to: table + g * dim, count: dim)
             }
         }
+        for i in 0..<n { table[i] *= unit }
     }
 }
 
@@ -103,7 +177,7 @@ public final class TextualInversion: TrainableSet, Objective {
     public var newTokens: [String] { rows.tokens }
     public var firstID: Int { rows.firstID }
     public var initTokenID: Int32 { rows.initTokenID }
-    /// (count, dim): the float32 master copy of the new rows.
+    /// (count, dim): the float32 master copy of the new rows, in units of `rows.unit`.
     public var values: FloatBuffer { rows.values }
     public let groups: [ParameterGroup]
 
@@ -128,9 +202,10 @@ public final class TextualInversion: TrainableSet, Objective {
     /// `tokenizer`: the model's tokenizer with `newTokens` already added, when the caller
     /// has it (one fewer copy of the vocabulary tables in memory).
     public init(model: LlamaModel, newTokens: [String], initToken: String, microBatchTokens: Int, maxPoints: Int,
-                contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil) throws(TrainingError) {
+                contextLength: Int, tileRows: Int = RunState.tileRows, tokenizer: Tokenizer? = nil,
+                outputRow: NewTokenOutputRow = .tied) throws(TrainingError) {
         self.model = model
-        rows = try NewTokenRows(model: model, tokens: newTokens, initToken: initToken, tokenizer: tokenizer)
+        rows = try NewTokenRows(model: model, tokens: newTokens, initToken: initToken, tokenizer: tokenizer, outputRow: outputRow)
         groups = rows.groups
         self.microBatchTokens = microBatchTokens
         self.maxPoints = maxPoints
@@ -143,8 +218,11 @@ public final class TextualInversion: TrainableSet, Objective {
 
     @discardableResult public func constrain() -> Int { 0 }
 
-    /// The new tokens as the forward pass takes them, reading `table` ((count, dim)).
+    /// The new tokens as the forward pass takes them, reading `table` ((count, dim) embeddings).
     public func extraTokens(_ table: UnsafePointer<Float>) -> ExtraTokens { rows.extraTokens(table) }
+
+    /// The new tokens at the current values, for held-out evaluation.
+    public func currentExtraTokens() -> ExtraTokens { rows.extraTokens(rows.currentRows()) }
 
     /// Held-out evaluation sharing this objective's buffers.
     public var evaluator: Evaluator {
@@ -163,14 +241,15 @@ public final class TextualInversion: TrainableSet, Objective {
         let dim = self.dim
         let k = newTokens.count
 
-        // Each point's copy of the new rows: θ + sign·ε·s⊙T(z).
+        // Each point's copy of the new rows: ρ·(φ + sign·ε·s⊙T(z)).
         var tables = [UnsafePointer<Float>]()
         for (p, point) in points.enumerated() {
             let table = pointTables.pointer + p * k * dim
             rows.perturbed(point, epsilon: epsilon, shape: shape, firstGroup: 0, into: table)
             tables.append(UnsafePointer(table))
         }
-        let extra = ExtraTokens(firstID: firstID, count: k, tables: tables)
+        var extra = rows.extraTokens(tables[0])
+        extra.tables = tables
 
         // Examples × points in passes of at most `passCapacity` tokens.
         var sums = totals

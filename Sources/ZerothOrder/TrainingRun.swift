@@ -18,6 +18,8 @@ public struct TrainingMethod: Sendable {
     public var textualInversion: (newTokens: [String], initToken: String)?
     /// Name patterns of the tensors whose block scales are trained, and whether Q4_1 offsets are too.
     public var qzo: (patterns: [String], trainOffsets: Bool)?
+    /// The new tokens' output rows.
+    public var newTokenOutput = NewTokenOutputRow.tied
 
     public init(textualInversion: (newTokens: [String], initToken: String)?, qzo: (patterns: [String], trainOffsets: Bool)?) {
         self.textualInversion = textualInversion
@@ -186,7 +188,7 @@ public final class TrainingRun {
         var rows: NewTokenRows?
         if let q = o.method.qzo {
             if let t = o.method.textualInversion {
-                rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken)
+                rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken, outputRow: o.method.newTokenOutput)
             }
             let qzo = try QuantScales(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, microBatchTokens: microBatchTokens,
                                       maxPoints: points, contextLength: context, tileRows: tileRows, newTokens: rows)
@@ -202,7 +204,8 @@ public final class TrainingRun {
                 }
                 if let rows {
                     a.newTokens = rows.tokens
-                    a.embeddings = rows.values.array
+                    a.embeddings = rows.embeddings()
+                    a.newTokenOutput = rows.outputRow == .tied ? nil : (rows.outputRow.rawValue, rows.initTokenID)
                 }
                 return a
             }
@@ -212,14 +215,14 @@ public final class TrainingRun {
         } else {
             let t = o.method.textualInversion!
             let ti = try TextualInversion(model: m, newTokens: t.newTokens, initToken: t.initToken, microBatchTokens: microBatchTokens,
-                                          maxPoints: points, contextLength: context, tileRows: tileRows)
+                                          maxPoints: points, contextLength: context, tileRows: tileRows,
+                                          outputRow: o.method.newTokenOutput)
             ti.weights = streamer
             rows = ti.rows
             objective = ti
             let evaluator = ti.evaluator
-            let extra = ti.extraTokens(UnsafePointer(ti.values.pointer))
             evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try heldOutNLL(evaluator, held, extra)
+                try heldOutNLL(evaluator, held, ti.currentExtraTokens())
             }
             subspaceGradient = o.subspace.map {
                 SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold,
@@ -228,7 +231,8 @@ public final class TrainingRun {
             makeAdapter = {
                 var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
                 a.newTokens = t.newTokens
-                a.embeddings = ti.values.array
+                a.embeddings = ti.rows.embeddings()
+                a.newTokenOutput = ti.rows.outputRow == .tied ? nil : (ti.rows.outputRow.rawValue, ti.initTokenID)
                 return a
             }
             describeMethod = "textual inversion: \(t.newTokens.count) new token(s) of \(m.config.dim) values, starting from \"\(t.initToken)\""
@@ -258,6 +262,8 @@ public final class TrainingRun {
         if let t = o.method.textualInversion {
             identity["new_tokens"] = t.newTokens.joined(separator: "\u{1F}")
             identity["init_token"] = t.initToken
+            identity["new_token_units"] = "init-row-rms"
+            identity["new_token_output"] = o.method.newTokenOutput.rawValue
         }
         if let q = o.method.qzo {
             identity["tensors"] = q.patterns.joined(separator: ",")

@@ -193,8 +193,9 @@ public final class Tokenizer: Sendable {
     /// a normal token through the vocabulary's encoding (" the" is "Ġthe" in a byte-level BPE vocabulary, "▁the" in
     /// SentencePiece), a control, user-defined or unknown token as its raw text, a byte token `<0xXX>` as its byte.
     /// This is the question "would adding `text` as a new token duplicate one?", which `id(of:)` cannot answer: it
-    /// compares with the stored texts.
-    public func existingToken(renderingAs text: String) -> Int32? {
+    /// compares with the stored texts. `below`: consider only ids below it (the base vocabulary, when this
+    /// tokenizer already holds new tokens).
+    public func existingToken(renderingAs text: String, below limit: Int32 = .max) -> Int32? {
         let target = Array(text.utf8)
         guard !target.isEmpty else { return nil }
         var candidates: [Int32?] = [index[bytes: target]]
@@ -213,7 +214,7 @@ public final class Tokenizer: Sendable {
                 candidates.append(encoder.byteTokenIDs[Int(target[0])])
             }
         }
-        return candidates.compactMap { $0 }.first { pieceBytes($0, renderSpecial: true) == target }
+        return candidates.compactMap { $0 }.first { $0 < limit && pieceBytes($0, renderSpecial: true) == target }
     }
 
     /// A new tokenizer with `tokens` appended as user-defined tokens (llama.cpp type 4), for textual inversion.
