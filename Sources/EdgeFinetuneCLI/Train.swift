@@ -59,6 +59,9 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
 
+    @Option(name: .long, help: "QZO on K-quants: super (d and dmin per 256 weights, exact on export) or sub (every sub-block's scale and min, re-encoded on export); default super.")
+    var kquantScales = "super"
+
     @Option(name: .long, help: "Perturbation directions per step, q.")
     var directions = 1
 
@@ -162,6 +165,7 @@ struct Train: ParsableCommand {
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
         if keepBest && evalData == nil && evalFraction == 0 { throw ValidationError("--keep-best needs --eval-data or --eval-fraction") }
+        guard KQuantGranularity(rawValue: kquantScales) != nil else { throw ValidationError("--kquant-scales must be super or sub (got \(kquantScales))") }
         guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
@@ -193,6 +197,7 @@ struct Train: ParsableCommand {
         var o = TrainingRunOptions(modelPath: model.model, dataPath: data, method: TrainingMethod(
             textualInversion: methods.contains("textual-inversion") ? (newToken, initToken) : nil,
             qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
+        o.method.kquantScales = KQuantGranularity(rawValue: kquantScales)!
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength

@@ -38,6 +38,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Dequantizes rows `range` into `dst` ((range.count, cols), row-major): the table's
     /// tile dequantizer, looked up once per call.
     public func dequantize(rows range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        if scales.sub != nil { return dequantizeRowsSubScaled(self, range, into: dst) }
         type.traits!.dequantizeRows(self, range, dst)
     }
 
@@ -53,7 +54,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// the table's one-token kernel, resolved once, outside the row loop.
     public func dots(rows range: Range<Int>, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
                      into y: UnsafeMutablePointer<Float>) {
-        type.traits!.dots(self, range, Activations(x: x, sums: xSums), y)
+        (scales.sub != nil ? dotsSubScaled : type.traits!.dots)(self, range, Activations(x: x, sums: xSums), y)
     }
 }
 
@@ -178,7 +179,7 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
             let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
             let start = (chunk - first[p]) * size[p]
             let range = start..<min(w.rows, start + size[p])
-            let dots = w.type.traits!.dots
+            let dots = w.scales.sub != nil ? dotsSubScaled : w.type.traits!.dots
             for t in 0..<n {
                 dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
                      y + t * ldy)
