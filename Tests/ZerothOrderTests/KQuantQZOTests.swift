@@ -252,6 +252,24 @@ import ZerothOrder
         #expect(abs(raw - viaFile) < (kquant == .superBlock ? 5e-3 : 0.1), "\(raw) vs \(viaFile)")
     }
 
+    /// llama.cpp loads a K-quant QZO export (trained by the CLI for a few steps), tokenizes as
+    /// we do and gives our NLL (scripts/check_export_llamacpp.py), when llama-cpp-python is there.
+    @Test(.enabled(if: llamaCppPy), arguments: [("tiny-q4_k_m", "super"), ("tiny-q4_k_m", "sub"), ("tiny-q2_k", "sub")])
+    func llamaCppLoadsTheExport(_ name: String, _ mode: String) throws {
+        let dir = makeTemporaryDirectory("kqzo-llamacpp")
+        let model = Repository.path("models/\(name).gguf")
+        let data = dir + "/data.jsonl"
+        try texts.map { "{\"text\": \"\($0)\"}\n" }.joined().write(toFile: data, atomically: true, encoding: .utf8)
+        let train = try runCLI(["train", "--method", "qzo", "--model", model, "--data", data, "--steps", "5", "--batch", "2",
+                                "--lr", "0.05", "--eps", "0.01", "--kquant-scales", mode, "--out", dir + "/a.gguf"])
+        #expect(train.status == 0, "\(train.stderr)")
+        let export = try runCLI(["export", "--model", model, "--adapter", dir + "/a.gguf", "--out", dir + "/x.gguf"])
+        #expect(export.status == 0, "\(export.stderr)")
+        let check = try runProcess("/usr/bin/env", ["python3", Repository.path("scripts/check_export_llamacpp.py"), dir + "/x.gguf", data,
+                                                    "--binary", Products.cli])
+        #expect(check.status == 0 && check.stdout.contains("PASS"), "\(check.stdout)")
+    }
+
     /// --tensors that select nothing QZO trains: one line naming the pattern and what it matched.
     @Test func patternMatchingNothingTrainableIsNamed() throws {
         let model = try tinyModel("tiny-q4_k_m")
@@ -317,6 +335,9 @@ import ZerothOrder
 /// Whether gguf-py is importable (always assumed under CI=true, where its absence must fail).
 let ggufPy: Bool = ProcessInfo.processInfo.environment["CI"] == "true"
     || ((try? runProcess("/usr/bin/env", ["python3", "-c", "import gguf"]))?.status == 0)
+
+/// Whether llama-cpp-python is importable (the llama.cpp check is skipped without it).
+let llamaCppPy: Bool = (try? runProcess("/usr/bin/env", ["python3", "-c", "import llama_cpp"]))?.status == 0
 
 /// Runs a reference script of the repository; its standard output's lines.
 func runReference(_ arguments: [String]) throws -> [String] {
