@@ -220,5 +220,4 @@ public struct Adapter {
         }
         return nil
     }
-
 }
