@@ -62,6 +62,9 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
 
+    @Option(name: .long, help: "QZO on K-quants: sub (every sub-block's scale and min, re-encoded on export; 16 values per 256 weights) or super (d and dmin per 256 weights, exact on export, 8-16x fewer values); default sub.")
+    var kquantScales = "sub"
+
     @Option(name: .long, help: "Perturbation directions per step, q.")
     var directions = 1
 
@@ -168,6 +171,7 @@ struct Train: ParsableCommand {
         if evalData != nil && evalFraction > 0 { throw ValidationError("give --eval-data or --eval-fraction, not both") }
         if resume && checkpointDir == nil { throw ValidationError("--resume needs --checkpoint-dir") }
         if keepBest && evalData == nil && evalFraction == 0 { throw ValidationError("--keep-best needs --eval-data or --eval-fraction") }
+        guard KQuantGranularity(rawValue: kquantScales) != nil else { throw ValidationError("--kquant-scales must be super or sub (got \(kquantScales))") }
         guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
@@ -200,6 +204,7 @@ struct Train: ParsableCommand {
             textualInversion: methods.contains("textual-inversion") ? (newToken, initToken) : nil,
             qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
         o.method.newTokenOutput = NewTokenOutputRow(rawValue: newTokenOutput) ?? .tied
+        o.method.kquantScales = KQuantGranularity(rawValue: kquantScales)!
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength

@@ -18,16 +18,38 @@ public struct BlockScales {
     /// One `m` (or dmin) per block, or nil to use the file's.
     public var m: UnsafePointer<Float>?
 
+    /// K-quants only (QZO's sub-block granularity, see KQuantScales.swift): `subPerBlock`
+    /// effective sub-block scales d·sc_k per block, and mins dmin·mn_k, replacing the file's;
+    /// when set, `d` and `m` are not read.
+    public var sub: UnsafePointer<Float>?
+    public var subMin: UnsafePointer<Float>?
+    public var subPerBlock: Int
+
     public init(d: UnsafePointer<Float>? = nil, m: UnsafePointer<Float>? = nil) {
         self.d = d
         self.m = m
+        sub = nil
+        subMin = nil
+        subPerBlock = 0
+    }
+
+    public init(sub: UnsafePointer<Float>, subMin: UnsafePointer<Float>?, subPerBlock: Int) {
+        self.init()
+        self.sub = sub
+        self.subMin = subMin
+        self.subPerBlock = subPerBlock
     }
 
     public static var file: BlockScales { BlockScales() }
 
     /// The overrides for the blocks starting at block index `first`.
     @inlinable public func advanced(by first: Int) -> BlockScales {
-        BlockScales(d: d.map { $0 + first }, m: m.map { $0 + first })
+        var a = self
+        a.d = d.map { $0 + first }
+        a.m = m.map { $0 + first }
+        a.sub = sub.map { $0 + first * subPerBlock }
+        a.subMin = subMin.map { $0 + first * subPerBlock }
+        return a
     }
 
     /// Block b's d: the override, or the half at `offset` of the block.
@@ -72,6 +94,7 @@ public func dequantizeRowGeneric(_ type: GGMLType, _ src: UnsafeRawPointer, coun
     guard let t = type.traits else {
         preconditionFailure("dequantizeRowGeneric: \(type) is not supported; check isSupportedForCompute first")
     }
+    if scales.sub != nil { return dequantizeRowSubScaled(type, src, count: count, into: dst, scales: scales) }
     t.dequantizeRowGeneric(src, count, dst, scales)
 }
 
@@ -82,6 +105,7 @@ public func dequantizeRow(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int,
     guard let t = type.traits else {
         preconditionFailure("dequantizeRow: \(type) is not supported; check isSupportedForCompute first")
     }
+    if scales.sub != nil { return dequantizeRowSubScaled(type, src, count: count, into: dst, scales: scales) }
     t.dequantizeRow(src, count, dst, scales)
 }
 

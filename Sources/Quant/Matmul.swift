@@ -40,6 +40,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Dequantizes rows `range` into `dst` ((range.count, cols), row-major): the table's
     /// tile dequantizer, looked up once per call.
     public func dequantize(rows range: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        if scales.sub != nil { return dequantizeRowsSubScaled(self, range, into: dst) }
         type.traits!.dequantizeRows(self, range, dst)
     }
 
@@ -55,7 +56,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// the table's one-token kernel, resolved once, outside the row loop.
     public func dots(rows range: Range<Int>, _ x: UnsafePointer<Float>, _ xSums: UnsafePointer<Float>,
                      into y: UnsafeMutablePointer<Float>) {
-        type.traits!.dots(self, range, Activations(x: x, sums: xSums), y)
+        (scales.sub != nil ? dotsSubScaled : type.traits!.dots)(self, range, Activations(x: x, sums: xSums), y)
     }
 }
 
@@ -202,14 +203,15 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
             let start = (chunk - first[p]) * size[p]
             let range = start..<min(w.rows, start + size[p])
             let traits = w.type.traits!
-            if let integerDots = traits.integerDots, traits.integerBlocks == .q8x32 ? q8x32 : q8K {
+            if w.scales.sub == nil, let integerDots = traits.integerDots, traits.integerBlocks == .q8x32 ? q8x32 : q8K {
                 let offset = traits.integerBlocks == .q8K ? 0 : q8KBytes
                 for t in 0..<n { integerDots(w, range, quantized + t * q8RowBytes + offset, y + t * ldy) }
                 return
             }
+            let dots = w.scales.sub != nil ? dotsSubScaled : traits.dots
             for t in 0..<n {
-                traits.dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
-                            y + t * ldy)
+                dots(w, range, Activations(x: x + t * ldx, sums: sums + t * blocks, ordered: nibbles ? ordered + t * cols : nil),
+                     y + t * ldy)
             }
         }
         return

@@ -12,7 +12,10 @@
 //                                          step the adapter was taken at) and "held_out_nll"
 // Tensors:
 //   textual_inversion.embedding            F32 (dim, tokens): one row per new token
-//   <tensor>.qzo_d / <tensor>.qzo_m        F32 (blocks): tuned block scales of <tensor>
+//   <tensor>.qzo_d / <tensor>.qzo_m        F32 (blocks): tuned block scales of <tensor> (for a
+//                                          K-quant: its super-blocks' d / dmin)
+//   <tensor>.qzo_sub_d / <tensor>.qzo_sub_m F32 (sub-blocks, blocks): a K-quant's tuned effective
+//                                          sub-block scales d·sc_k / mins dmin·mn_k
 
 import Foundation
 import GGUF
@@ -32,9 +35,12 @@ public struct Adapter {
     /// QZO: tuned block scales by tensor name.
     public var scales: [String: [Float]] = [:]
     public var offsets: [String: [Float]] = [:]
+    /// K-quant tensors whose `scales` and `offsets` are per sub-block (block by block), and
+    /// their sub-blocks per block.
+    public var subBlocks: [String: Int] = [:]
     /// QZO scales computed tensor by tensor as the file is written, so that writing does not
     /// hold a copy of every tuned scale: name, block count, and the tuned (d, m) of the tensor.
-    public var scaleProducers: [(name: String, blocks: Int, hasOffsets: Bool, tuned: () -> (d: [Float], m: [Float]?))] = []
+    public var scaleProducers: [(name: String, blocks: Int, perBlock: Int, hasOffsets: Bool, tuned: () -> (d: [Float], m: [Float]?))] = []
     public var training: String = ""
 
     public init(method: [String], baseName: String, baseSHA256: String) {
@@ -65,16 +71,20 @@ public struct Adapter {
             }
         }
         var entries = scales.keys.map { name in (name: name, write: { (w: inout GGUFWriter) in
-            w.addTensor(name: name + ".qzo_d", shape: [scales[name]!.count], floats: scales[name]!)
-            if let m = offsets[name] { w.addTensor(name: name + ".qzo_m", shape: [m.count], floats: m) }
+            let sub = subBlocks[name] != nil
+            let d = scales[name]!, shape = subBlocks[name].map { [$0, d.count / $0] } ?? [d.count]
+            w.addTensor(name: name + (sub ? ".qzo_sub_d" : ".qzo_d"), shape: shape, floats: d)
+            if let m = offsets[name] { w.addTensor(name: name + (sub ? ".qzo_sub_m" : ".qzo_m"), shape: shape, floats: m) }
         }) }
         for p in scaleProducers {
+            let sub = p.perBlock > 1
+            let shape = sub ? [p.perBlock, p.blocks] : [p.blocks]
             entries.append((name: p.name, write: { (w: inout GGUFWriter) in
-                w.addTensor(name: p.name + ".qzo_d", type: .f32, shape: [p.blocks], source: .generate { out in
+                w.addTensor(name: p.name + (sub ? ".qzo_sub_d" : ".qzo_d"), type: .f32, shape: shape, source: .generate { out in
                     p.tuned().d.withUnsafeBytes { out.copyMemory(from: $0) }
                 })
                 if p.hasOffsets {
-                    w.addTensor(name: p.name + ".qzo_m", type: .f32, shape: [p.blocks], source: .generate { out in
+                    w.addTensor(name: p.name + (sub ? ".qzo_sub_m" : ".qzo_m"), type: .f32, shape: shape, source: .generate { out in
                         p.tuned().m!.withUnsafeBytes { out.copyMemory(from: $0) }
                     })
                 }
@@ -152,7 +162,7 @@ public struct Adapter {
                 }
             }
         }
-        let hasScales = file.tensors.contains { $0.name.hasSuffix(".qzo_d") || $0.name.hasSuffix(".qzo_m") }
+        let hasScales = file.tensors.contains { Self.scaleSuffix(of: $0.name) != nil }
         guard methods.contains("qzo") == hasScales else {
             throw .adapter(path: path, message: methods.contains("qzo")
                 ? "the method is qzo but the adapter has no <tensor>.qzo_d scales"
@@ -184,21 +194,46 @@ public struct Adapter {
                 adapter.newTokenOutput = (mode, Int32(id))
             }
         }
-        for t in file.tensors where t.name.hasSuffix(".qzo_d") || t.name.hasSuffix(".qzo_m") {
-            let base = String(t.name.dropLast(6))
-            guard let target = model.file.tensor(named: base), target.type.hasBlockScales else {
-                throw .adapter(path: path, message: "tensor '\(t.name)' names '\(base)', which the model has not as a Q4_0/Q4_1/Q8_0 tensor")
+        var seen = [String: Bool]()
+        for t in file.tensors {
+            guard let (suffix, sub) = Self.scaleSuffix(of: t.name) else { continue }
+            let base = String(t.name.dropLast(suffix.count))
+            guard let target = model.file.tensor(named: base), QuantScales.trains(target.type), !sub || target.type.subBlocks != nil else {
+                throw .adapter(path: path, message: "tensor '\(t.name)' names '\(base)', which the model has not as a \(sub ? "K-quant (Q2_K…Q6_K)" : "block-format (Q4_0…Q8_0, Q2_K…Q6_K)") tensor")
             }
-            let blocks = target.elementCount / 32
+            let blocks = target.elementCount / target.type.blockSize
+            let perBlock = sub ? target.type.subBlocks!.count : 1
             let values = try floats(t)
-            guard values.count == blocks else {
-                throw .adapter(path: path, message: "tensor '\(t.name)' has \(values.count) scales; '\(base)' has \(blocks) blocks")
+            guard values.count == blocks * perBlock else {
+                throw .adapter(path: path, message: "tensor '\(t.name)' has \(values.count) scales; '\(base)' has \(blocks * perBlock) \(sub ? "sub-blocks" : "blocks")")
             }
-            if t.name.hasSuffix(".qzo_d") { adapter.scales[base] = values } else { adapter.offsets[base] = values }
+            if seen.updateValue(sub, forKey: base).map({ $0 != sub }) == true {
+                throw .adapter(path: path, message: "tensor '\(base)' has both super-block (.qzo_d/.qzo_m) and sub-block (.qzo_sub_d/.qzo_sub_m) scales; keep one kind")
+            }
+            if sub {
+                adapter.subBlocks[base] = perBlock
+                if suffix == ".qzo_sub_d" {
+                    // A sub-block whose file scale is 0 has no codes left to scale (see KQuantScales.swift).
+                    var file0 = [Float](repeating: 0, count: values.count)
+                    readSubBlockScales(target.type, model.file.bytes(of: target).baseAddress!, blocks: blocks, s: &file0, m: nil)
+                    if let i = values.indices.first(where: { values[$0] != 0 && file0[$0] == 0 }) {
+                        throw .adapter(path: path, message: "tensor '\(t.name)' gives sub-block \(i % perBlock) of block \(i / perBlock) the scale \(values[i]), but that sub-block's scale is 0 in the model (its codes are lost); such a scale must stay 0")
+                    }
+                }
+            }
+            if suffix.hasSuffix("_d") { adapter.scales[base] = values } else { adapter.offsets[base] = values }
         }
         if let orphan = adapter.offsets.keys.sorted().first(where: { adapter.scales[$0] == nil }) {
             throw .adapter(path: path, message: "tensor '\(orphan).qzo_m' has no '\(orphan).qzo_d' beside it")
         }
         return adapter
+    }
+
+    /// The suffix of an adapter tensor that holds tuned scales, and whether it is per sub-block.
+    static func scaleSuffix(of name: String) -> (String, Bool)? {
+        for (suffix, sub) in [(".qzo_d", false), (".qzo_m", false), (".qzo_sub_d", true), (".qzo_sub_m", true)] where name.hasSuffix(suffix) {
+            return (suffix, sub)
+        }
+        return nil
     }
 }

@@ -37,7 +37,12 @@ public final class AppliedAdapter {
             let m = adapter.offsets[name].map(FloatBuffer.init)
             let db = FloatBuffer(d)
             scaleBuffers[name] = (db, m)
-            model.scaleOverrides[name] = BlockScales(d: UnsafePointer(db.pointer), m: m.map { UnsafePointer($0.pointer) })
+            if let perBlock = adapter.subBlocks[name] {
+                model.scaleOverrides[name] = BlockScales(sub: UnsafePointer(db.pointer), subMin: m.map { UnsafePointer($0.pointer) },
+                                                         subPerBlock: perBlock)
+            } else {
+                model.scaleOverrides[name] = BlockScales(d: UnsafePointer(db.pointer), m: m.map { UnsafePointer($0.pointer) })
+            }
         }
     }
 

@@ -43,6 +43,9 @@ public enum Export {
                 } else {
                     try addTensorWithNewRows(t, source: source, rows: adapter.embeddings, count: extra, dim: dim, to: &writer, path: path)
                 }
+            } else if let d = adapter.scales[t.name], adapter.subBlocks[t.name] != nil {
+                writer.addTensor(name: t.name, type: t.type, shape: t.shape,
+                                 source: subBlockScaledTensor(t.type, source, s: d, m: adapter.offsets[t.name]))
             } else if let d = adapter.scales[t.name] {
                 let m = adapter.offsets[t.name]
                 let type = t.type
@@ -78,8 +81,12 @@ public enum Export {
     /// finer than token_embd's; evaluate the exported file itself for its exact numbers.)
     public static func rounded(_ adapter: Adapter, for model: LlamaModel) -> Adapter {
         var a = adapter
-        for (name, d) in a.scales { a.scales[name] = d.map { Float(Float16($0)) } }
-        for (name, m) in a.offsets { a.offsets[name] = m.map { Float(Float16($0)) } }
+        for (name, d) in a.scales where a.subBlocks[name] == nil { a.scales[name] = d.map { Float(Float16($0)) } }
+        for (name, m) in a.offsets where a.subBlocks[name] == nil { a.offsets[name] = m.map { Float(Float16($0)) } }
+        for name in a.subBlocks.keys {
+            guard let type = model.file.tensor(named: name)?.type, var s = a.scales[name] else { continue }
+            (a.scales[name], a.offsets[name]) = roundedSubBlockScales(type, s: &s, m: a.offsets[name])
+        }
         if !a.embeddings.isEmpty {
             let type = model.tokenEmbedding.info.type
             let dim = model.config.dim
@@ -163,5 +170,38 @@ public enum Export {
                 (out.baseAddress! + source.count + i * rowBytes).copyMemory(from: source.baseAddress! + row * rowBytes, byteCount: rowBytes)
             }
         })
+    }
+
+    // MARK: - K-quant sub-block scales
+
+    /// A K-quant tensor's bytes with its sub-block scales `s` (and mins `m`) re-encoded into
+    /// each super-block's d, dmin and integer scales (llama.cpp's encoding; lossy); the codes
+    /// are copied unchanged.
+    static func subBlockScaledTensor(_ type: GGMLType, _ source: UnsafeRawBufferPointer, s: [Float], m: [Float]?) -> GGUFWriter.Source {
+        .generate { out in
+            out.copyMemory(from: source)
+            let blocks = source.count / type.bytesPerBlock
+            s.withUnsafeBufferPointer { sp in
+                if let m {
+                    m.withUnsafeBufferPointer { mp in
+                        writeSubBlockScales(type, out.baseAddress!, blocks: blocks, s: sp.baseAddress!, m: mp.baseAddress!)
+                    }
+                } else {
+                    writeSubBlockScales(type, out.baseAddress!, blocks: blocks, s: sp.baseAddress!, m: nil)
+                }
+            }
+        }
+    }
+
+    /// The sub-block scales and mins the exported file will hold for `s` and `m`.
+    static func roundedSubBlockScales(_ type: GGMLType, s: inout [Float], m: [Float]?) -> ([Float], [Float]?) {
+        let blocks = s.count / type.subBlocks!.count
+        var mins = m ?? []
+        s.withUnsafeMutableBufferPointer { sp in
+            mins.withUnsafeMutableBufferPointer { mp in
+                roundSubBlockScales(type, blocks: blocks, s: sp.baseAddress!, m: m == nil ? nil : mp.baseAddress!)
+            }
+        }
+        return (s, m == nil ? nil : mins)
     }
 }

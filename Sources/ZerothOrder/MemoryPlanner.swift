@@ -103,7 +103,7 @@ public struct MemoryPlanError: Error, CustomStringConvertible {
         let mb = { (b: Int) in String(format: "%.1f MB", Double(b) / 1_000_000) }
         let big = smallest.largestPart
         return "the memory budget of \(mb(budget)) is too small: the smallest plan (\(smallest.description)) needs \(mb(smallest.total)); "
-            + "the largest part is \(big.name) (\(mb(big.bytes))). Raise --memory-budget (a training run can also train fewer values: fewer --tensors or new tokens)."
+            + "the largest part is \(big.name) (\(mb(big.bytes))). Raise --memory-budget (a training run can also train fewer values: fewer --tensors or new tokens, or --kquant-scales super on K-quant files)."
     }
 }
 

@@ -10,6 +10,19 @@
 // so no scale flips sign or collapses to zero. Q4_1's offsets m, when trained, move in units
 // of the block's scale: m = m₀ + |d₀| · u, u starting at 0.
 //
+// K-quants (Q2_K … Q6_K). A super-block of 256 weights has a half-precision d (and dmin for
+// Q2_K, Q4_K, Q5_K) over small integer sub-block scales (and mins). Two granularities
+// (`KQuantGranularity`):
+//   super  d and dmin per super-block, each as its own ratio (d = d₀ · r, dmin = dmin₀ · ρ):
+//          dmin is a scale of the mins, positive like d, not an offset like Q4_1's m, so it
+//          gets the same relative steps. Exact on export (two halves per 256 weights).
+//   sub    the effective sub-block scales s_k = d₀ · sc_k (and mins m_k = dmin₀ · mn_k), each
+//          as a ratio in float32: 16 values per 256 weights for Q4_K/Q5_K (8 scales, 8 mins),
+//          16 for Q3_K/Q6_K, 32 for Q2_K; re-encoded into d, dmin and the integer scales on
+//          export (lossy, see Quant's KQuantScales.swift). A sub-block whose file scale is 0
+//          stays 0.
+// The codes never change in either.
+//
 // Forward passes. The file is never written and no dequantized copy of the model exists:
 // block by block, each perturbed point's scales for that block are computed into a small
 // buffer (d₀ · (r + sign·ε·z)) that the kernels read instead of the file's half-precision
@@ -22,17 +35,55 @@ import GGUF
 import Model
 import Quant
 
+/// What QZO trains of a K-quant super-block: its d and dmin, or its sub-block scales and mins.
+public enum KQuantGranularity: String, Sendable, CaseIterable {
+    case superBlock = "super"
+    case subBlock = "sub"
+}
+
 public final class QuantScales: TrainableSet, Objective {
     /// One trainable tensor: which tensor, where its r (and u) values live.
     public struct Target {
         public let tensor: MatrixTensor
         public let layer: Int
+        /// The file's blocks (of 32 weights, or K-quant super-blocks of 256).
         public let blocks: Int
-        /// Group index of its r values; of its u values when offsets are trained.
+        /// Trained scale values per block: 1, or the sub-blocks of a K-quant at sub granularity.
+        public let perBlock: Int
+        /// Group index of its r values; of its u values when offsets are trained (Q4_1), or
+        /// of the ratios of its dmin (or sub-block mins) for the K-quants that have mins.
         public let scaleGroup: Int
         public let offsetGroup: Int?
         /// Its position in `LayerTensors.matrices` (and `LayerWeights[matrix:]`).
         public let matrixIndex: Int
+
+        /// Scale values trained (blocks × perBlock), and as many offsets when there are.
+        public var count: Int { blocks * perBlock }
+        /// Whether the values are K-quant sub-block scales.
+        public var isSubBlock: Bool { perBlock > 1 }
+        /// Whether the offsets are ratios (K-quant dmin or mins) rather than Q4_1's m.
+        public var offsetsAreRatios: Bool { tensor.info.type.subBlocks != nil }
+    }
+
+    /// Whether QZO trains tensors of `type`: a scale per 32 weights, or a K-quant.
+    public static func trains(_ type: GGMLType) -> Bool { type.hasBlockScales || type.subBlocks != nil }
+
+    /// (blocks, values per block, whether offsets are trained) of a trainable tensor.
+    static func shape(_ info: GGUFTensorInfo, trainOffsets: Bool, kquant: KQuantGranularity) -> (blocks: Int, perBlock: Int, offsets: Bool) {
+        let type = info.type
+        let blocks = info.elementCount / type.blockSize
+        if let sub = type.subBlocks {
+            return (blocks, kquant == .subBlock ? sub.count : 1, sub.hasMins)
+        }
+        return (blocks, 1, trainOffsets && type == .q4_1)
+    }
+
+    /// The one-line error for patterns that select nothing QZO trains.
+    public static func nothingTrainable(model: LlamaModel, patterns: [String]) -> TrainingError {
+        let all = model.file.tensors.filter { t in patterns.contains { wildcardMatch($0, t.name) } }
+        let seen = all.prefix(3).map { "\($0.name) (\($0.type))" }.joined(separator: ", ") + (all.count > 3 ? ", …" : "")
+        return .invalidSetting("--tensors \(patterns.joined(separator: ",")) matches no trainable tensor: QZO trains the block-format matrices of the transformer blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K…Q6_K), e.g. --tensors 'blk.*'"
+            + (all.isEmpty ? "; it matches no tensor of the model" : "; it matches only \(seen)"))
     }
 
     public let model: LlamaModel
@@ -43,6 +94,8 @@ public final class QuantScales: TrainableSet, Objective {
     /// (maxPoints, tokens, dim): each point's copy of the new rows.
     private let pointTables: FloatBuffer?
     public let trainsOffsets: Bool
+    /// What is trained of the K-quants' super-blocks.
+    public let kquantGranularity: KQuantGranularity
     /// Smallest allowed r: a scale keeps its sign and at least this fraction of its magnitude.
     public let minimumRatio: Float
     /// Per group: the master values (r, or u for offsets).
@@ -69,13 +122,15 @@ public final class QuantScales: TrainableSet, Objective {
 
     /// The trainable groups QZO makes for `patterns` (name and value count, in group order),
     /// without allocating anything: what the optimizer and the memory planner need first.
-    public static func groupLayout(model: LlamaModel, patterns: [String], trainOffsets: Bool) -> [(name: String, count: Int)] {
+    public static func groupLayout(model: LlamaModel, patterns: [String], trainOffsets: Bool,
+                                   kquant: KQuantGranularity = .superBlock) -> [(name: String, count: Int)] {
         var out = [(name: String, count: Int)]()
         for layer in model.layers {
-            for t in layer.matrices where t.info.type.hasBlockScales && patterns.contains(where: { wildcardMatch($0, t.name) }) {
-                let blocks = t.info.elementCount / 32
-                out.append((t.name + ".d", blocks))
-                if trainOffsets && t.info.type == .q4_1 { out.append((t.name + ".m", blocks)) }
+            for t in layer.matrices where trains(t.info.type) && patterns.contains(where: { wildcardMatch($0, t.name) }) {
+                let (blocks, perBlock, offsets) = shape(t.info, trainOffsets: trainOffsets, kquant: kquant)
+                let suffix = perBlock > 1 ? ".sub" : ""
+                out.append((t.name + suffix + ".d", blocks * perBlock))
+                if offsets { out.append((t.name + suffix + ".m", blocks * perBlock)) }
             }
         }
         return out
@@ -83,47 +138,52 @@ public final class QuantScales: TrainableSet, Objective {
 
     /// Bytes of the per-layer scale buffers a run with `points` points allocates besides the
     /// trained values (each point's scales of one block, and the block's original scales).
-    public static func scratchBytes(model: LlamaModel, patterns: [String], trainOffsets: Bool, points: Int) -> Int {
+    public static func scratchBytes(model: LlamaModel, patterns: [String], trainOffsets: Bool, points: Int,
+                                    kquant: KQuantGranularity = .superBlock) -> Int {
         let perLayer = model.layers.map { layer in
-            layer.matrices.filter { t in t.info.type.hasBlockScales && patterns.contains { wildcardMatch($0, t.name) } }
-                .reduce(0) { $0 + $1.info.elementCount / 32 }
+            layer.matrices.filter { t in trains(t.info.type) && patterns.contains { wildcardMatch($0, t.name) } }
+                .reduce(0) { $0 + shape($1.info, trainOffsets: trainOffsets, kquant: kquant).blocks
+                    * shape($1.info, trainOffsets: trainOffsets, kquant: kquant).perBlock }
         }.max() ?? 0
-        return 4 * perLayer * (points * (trainOffsets ? 2 : 1) + 2)
+        return 4 * perLayer * 2 * (points + 1)
     }
 
     /// Trains the block scales of every tensor whose name matches one of `patterns`
     /// (shell-style `*` wildcards) and has block scales.
-    public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, minimumRatio: Float = 0.05,
-                microBatchTokens: Int, maxPoints: Int, contextLength: Int, tileRows: Int = RunState.tileRows,
-                newTokens: NewTokenRows? = nil) throws(TrainingError) {
+    public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, kquant: KQuantGranularity = .superBlock,
+                minimumRatio: Float = 0.05, microBatchTokens: Int, maxPoints: Int, contextLength: Int,
+                tileRows: Int = RunState.tileRows, newTokens: NewTokenRows? = nil) throws(TrainingError) {
         self.model = model
         self.newTokens = newTokens
         self.trainsOffsets = trainOffsets
+        self.kquantGranularity = kquant
         self.minimumRatio = minimumRatio
         var targets = [Target]()
         var values = [FloatBuffer]()
         var groups = [ParameterGroup]()
         for (l, layer) in model.layers.enumerated() {
             for (matrixIndex, t) in layer.matrices.enumerated() where patterns.contains(where: { wildcardMatch($0, t.name) }) {
-                guard t.info.type.hasBlockScales else { continue }
-                let blocks = t.info.elementCount / 32
-                let r = FloatBuffer([Float](repeating: 1, count: blocks))
+                guard Self.trains(t.info.type) else { continue }
+                let (blocks, perBlock, offsets) = Self.shape(t.info, trainOffsets: trainOffsets, kquant: kquant)
+                let count = blocks * perBlock
+                let suffix = perBlock > 1 ? ".sub" : ""
+                let r = FloatBuffer([Float](repeating: 1, count: count))
                 values.append(r)
-                groups.append(ParameterGroup(name: t.name + ".d", values: r.pointer, count: blocks))
+                groups.append(ParameterGroup(name: t.name + suffix + ".d", values: r.pointer, count: count))
                 var offsetGroup: Int?
-                if trainOffsets, t.info.type == .q4_1 {
-                    let u = FloatBuffer(count: blocks)
+                if offsets {
+                    // Q4_1's u starts at 0; the K-quants' ratios at 1.
+                    let u = FloatBuffer([Float](repeating: t.info.type.subBlocks != nil ? 1 : 0, count: count))
                     values.append(u)
                     offsetGroup = groups.count
-                    groups.append(ParameterGroup(name: t.name + ".m", values: u.pointer, count: blocks))
+                    groups.append(ParameterGroup(name: t.name + suffix + ".m", values: u.pointer, count: count))
                 }
-                targets.append(Target(tensor: t, layer: l, blocks: blocks, scaleGroup: groups.count - (offsetGroup == nil ? 1 : 2),
+                targets.append(Target(tensor: t, layer: l, blocks: blocks, perBlock: perBlock,
+                                      scaleGroup: groups.count - (offsetGroup == nil ? 1 : 2),
                                       offsetGroup: offsetGroup, matrixIndex: matrixIndex))
             }
         }
-        guard !targets.isEmpty else {
-            throw .invalidSetting("no tensor with a scale per 32 weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; K-quant scales are not trainable yet) of the transformer blocks matches --tensors \(patterns.joined(separator: ","))")
-        }
+        guard !targets.isEmpty else { throw Self.nothingTrainable(model: model, patterns: patterns) }
         self.targets = targets
         self.values = values
         self.groups = groups + (newTokens?.groups ?? [])
@@ -134,17 +194,24 @@ public final class QuantScales: TrainableSet, Objective {
             RunState(config: model.config, capacity: microBatchTokens, contextLength: contextLength, tileRows: tileRows)
         }
         output = OutputScratch(dim: model.config.dim, capacity: min(microBatchTokens, 256))
-        let perLayer = (0..<model.config.layerCount).map { l in targets.filter { $0.layer == l }.reduce(0) { $0 + $1.blocks } }.max() ?? 0
+        let perLayer = (0..<model.config.layerCount).map { l in targets.filter { $0.layer == l }.reduce(0) { $0 + $1.count } }.max() ?? 0
+        let anyOffsets = targets.contains { $0.offsetGroup != nil }
         layerScratch = (0..<maxPoints).map { _ in FloatBuffer(count: perLayer) }
-        layerScratchOffsets = (0..<maxPoints).map { _ in FloatBuffer(count: trainOffsets ? perLayer : 0) }
+        layerScratchOffsets = (0..<maxPoints).map { _ in FloatBuffer(count: anyOffsets ? perLayer : 0) }
         layerOriginalScales = FloatBuffer(count: perLayer)
         layerOriginalOffsets = FloatBuffer(count: perLayer)
     }
 
     /// d₀ (and m₀) of target `t` from the file (or from `data`, its bytes in a streamed block) into `d` (and `m`).
+    /// For K-quant sub-block targets, the effective sub-block scales d₀ · sc_k and mins dmin₀ · mn_k.
     private func readOriginal(_ t: Target, d: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>?,
                               data: UnsafeRawPointer? = nil) {
-        readBlockScales(t.tensor.info.type, data ?? model.file.bytes(of: t.tensor.info).baseAddress!, blocks: t.blocks, d: d, m: m)
+        let src = data ?? model.file.bytes(of: t.tensor.info).baseAddress!
+        if t.isSubBlock {
+            readSubBlockScales(t.tensor.info.type, src, blocks: t.blocks, s: d, m: m)
+        } else {
+            readBlockScales(t.tensor.info.type, src, blocks: t.blocks, d: d, m: m)
+        }
     }
 
     /// Trainable values.
@@ -161,31 +228,35 @@ public final class QuantScales: TrainableSet, Objective {
     @discardableResult public func constrain() -> Int {
         var changed = 0
         for t in targets {
-            let r = groups[t.scaleGroup].values
-            for i in 0..<t.blocks where !(r[i] >= minimumRatio) {
-                r[i] = minimumRatio
-                changed += 1
+            for g in [t.scaleGroup] + (t.offsetsAreRatios ? [t.offsetGroup].compactMap { $0 } : []) {
+                let r = groups[g].values
+                for i in 0..<t.count where !(r[i] >= minimumRatio) {
+                    r[i] = minimumRatio
+                    changed += 1
+                }
             }
         }
         return changed
     }
 
-    /// The tuned scales of target `i` (d₀ · r), and offsets (m₀ + |d₀| · u) when trained.
+    /// The tuned scales of target `i` (d₀ · r), and offsets (m₀ + |d₀| · u) when trained; for
+    /// the K-quants dmin₀ · ρ, or at sub-block granularity the effective sub-block scales and
+    /// mins (blocks × sub-blocks, block by block).
     public func tunedScales(_ i: Int) -> (d: [Float], m: [Float]?) {
         let t = targets[i]
-        let d0 = FloatBuffer(count: t.blocks)
-        let m0 = FloatBuffer(count: t.blocks)
+        let d0 = FloatBuffer(count: t.count)
+        let m0 = FloatBuffer(count: t.count)
         // Read the tensor with pread: a streaming run keeps the mapping's pages out of memory.
         let bytes = UnsafeMutableRawPointer.allocate(byteCount: t.tensor.info.byteCount, alignment: 64)
         defer { bytes.deallocate() }
         let data: UnsafeRawPointer? = model.file.read(t.tensor.info, into: bytes) ? UnsafeRawPointer(bytes) : nil
-        readOriginal(t, d: d0.pointer, m: t.tensor.info.type == .q4_1 ? m0.pointer : nil, data: data)
+        readOriginal(t, d: d0.pointer, m: t.offsetGroup != nil ? m0.pointer : nil, data: data)
         let r = groups[t.scaleGroup].values
-        let d = (0..<t.blocks).map { d0[$0] * r[$0] }
+        let d = (0..<t.count).map { d0[$0] * r[$0] }
         var m: [Float]?
         if let og = t.offsetGroup {
             let u = groups[og].values
-            m = (0..<t.blocks).map { m0[$0] + abs(d0[$0]) * u[$0] }
+            m = t.offsetsAreRatios ? (0..<t.count).map { m0[$0] * u[$0] } : (0..<t.count).map { m0[$0] + abs(d0[$0]) * u[$0] }
         }
         return (d, m)
     }
@@ -255,33 +326,41 @@ public final class QuantScales: TrainableSet, Objective {
     }
 
     /// Points block `l`'s target matrices in `w` at point `point`'s scales:
-    /// d = d₀ · (r + sign·ε·s⊙T(z)), m = m₀ + |d₀| · (u + sign·ε·s⊙T(z)).
+    /// d = d₀ · (r + sign·ε·s⊙T(z)), m = m₀ + |d₀| · (u + sign·ε·s⊙T(z)) (Q4_1), or for the
+    /// K-quants dmin = dmin₀ · (ρ + sign·ε·s⊙T(z)); per sub-block at sub-block granularity.
     private func setLayerScales(_ w: inout LayerWeights, layer l: Int, point: PerturbedPoint, epsilon: Float,
                                 shape: PerturbationShape, scratch p: Int) {
         var offset = 0
         for t in targets where t.layer == l {
+            let n = t.count
             let d = layerScratch[p].pointer + offset
             let d0 = layerOriginalScales.pointer + offset
             let m0 = layerOriginalOffsets.pointer + offset
             readOriginal(t, d: d0, m: t.offsetGroup != nil ? m0 : nil, data: w[matrix: t.matrixIndex].data)
             let r = groups[t.scaleGroup].values
-            d.update(from: r, count: t.blocks)
+            d.update(from: r, count: n)
             if let seed = point.seed {
-                shape.apply(alpha: point.sign * epsilon, seed: seed, group: t.scaleGroup, to: d, count: t.blocks)
+                shape.apply(alpha: point.sign * epsilon, seed: seed, group: t.scaleGroup, to: d, count: n)
             }
-            for b in 0..<t.blocks { d[b] *= d0[b] }
+            for b in 0..<n { d[b] *= d0[b] }
             var m: UnsafeMutablePointer<Float>?
             if let og = t.offsetGroup {
                 let mp = layerScratchOffsets[p].pointer + offset
-                mp.update(from: groups[og].values, count: t.blocks)
+                mp.update(from: groups[og].values, count: n)
                 if let seed = point.seed {
-                    shape.apply(alpha: point.sign * epsilon, seed: seed, group: og, to: mp, count: t.blocks)
+                    shape.apply(alpha: point.sign * epsilon, seed: seed, group: og, to: mp, count: n)
                 }
-                for b in 0..<t.blocks { mp[b] = m0[b] + abs(d0[b]) * mp[b] }
+                if t.offsetsAreRatios {
+                    for b in 0..<n { mp[b] *= m0[b] }
+                } else {
+                    for b in 0..<n { mp[b] = m0[b] + abs(d0[b]) * mp[b] }
+                }
                 m = mp
             }
-            w[matrix: t.matrixIndex].scales = BlockScales(d: UnsafePointer(d), m: m.map { UnsafePointer($0) })
-            offset += t.blocks
+            w[matrix: t.matrixIndex].scales = t.isSubBlock
+                ? BlockScales(sub: UnsafePointer(d), subMin: m.map { UnsafePointer($0) }, subPerBlock: t.perBlock)
+                : BlockScales(d: UnsafePointer(d), m: m.map { UnsafePointer($0) })
+            offset += n
         }
     }
 }

@@ -20,6 +20,8 @@ public struct TrainingMethod: Sendable {
     public var qzo: (patterns: [String], trainOffsets: Bool)?
     /// The new tokens' output rows.
     public var newTokenOutput = NewTokenOutputRow.tied
+    /// QZO on K-quants: their super-blocks' d and dmin, or their sub-block scales and mins.
+    public var kquantScales: KQuantGranularity = .superBlock
 
     public init(textualInversion: (newTokens: [String], initToken: String)?, qzo: (patterns: [String], trainOffsets: Bool)?) {
         self.textualInversion = textualInversion
@@ -122,10 +124,8 @@ public final class TrainingRun {
         // memory planner need them first.
         var layout: [(name: String, count: Int)] = []
         if let q = o.method.qzo {
-            layout = QuantScales.groupLayout(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets)
-            guard !layout.isEmpty else {
-                throw TrainingError.invalidSetting("no tensor with a scale per 32 weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; K-quant scales are not trainable yet) of the transformer blocks matches --tensors \(q.patterns.joined(separator: ","))")
-            }
+            layout = QuantScales.groupLayout(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, kquant: o.method.kquantScales)
+            guard !layout.isEmpty else { throw QuantScales.nothingTrainable(model: m, patterns: q.patterns) }
         }
         layout += newTokens.map { (name: "token \($0)", count: m.config.dim) }
         optimizer = try makeOptimizer(layout)
@@ -146,7 +146,7 @@ public final class TrainingRun {
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
-                                                                  points: points) } ?? 0),
+                                                                  points: points, kquant: o.method.kquantScales) } ?? 0),
                 tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m))
             switch MemoryPlanner.plan(request) {
             case .success(let p): plan = p
@@ -190,7 +190,7 @@ public final class TrainingRun {
             if let t = o.method.textualInversion {
                 rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken, outputRow: o.method.newTokenOutput)
             }
-            let qzo = try QuantScales(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, microBatchTokens: microBatchTokens,
+            let qzo = try QuantScales(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, kquant: o.method.kquantScales, microBatchTokens: microBatchTokens,
                                       maxPoints: points, contextLength: context, tileRows: tileRows, newTokens: rows)
             qzo.weights = streamer
             objective = qzo
@@ -200,7 +200,7 @@ public final class TrainingRun {
             makeAdapter = {
                 var a = Adapter(method: rows == nil ? ["qzo"] : ["qzo", "textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
                 a.scaleProducers = qzo.targets.enumerated().map { i, t in
-                    (name: t.tensor.name, blocks: t.blocks, hasOffsets: t.offsetGroup != nil, tuned: { qzo.tunedScales(i) })
+                    (name: t.tensor.name, blocks: t.blocks, perBlock: t.perBlock, hasOffsets: t.offsetGroup != nil, tuned: { qzo.tunedScales(i) })
                 }
                 if let rows {
                     a.newTokens = rows.tokens
@@ -268,6 +268,7 @@ public final class TrainingRun {
         if let q = o.method.qzo {
             identity["tensors"] = q.patterns.joined(separator: ",")
             identity["train_offsets"] = "\(q.trainOffsets)"
+            if o.method.kquantScales != .superBlock { identity["kquant_scales"] = o.method.kquantScales.rawValue }
         }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
