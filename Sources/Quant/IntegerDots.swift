@@ -237,14 +237,19 @@ func blocks32Row(blocks: Int, _ lanes: (Int) -> (d: Float, sums: SIMD8<Int32>)) 
     return laneSum(acc0 + acc1)
 }
 
-/// Scalar lane sums of one 32-weight block: lane i = Σ_{k<4} code(4i + k) · x̂[4i + k].
+/// The scalar twin of a 32-weight kernel: per block, lane i = Σ_{k<4} code(block, 4i + k) ·
+/// x̂[4i + k] in plain integer code, then `blocks32Row`'s float steps.
 @inline(__always) @usableFromInline
-func lanes32Generic(_ code: (Int) -> Int32, _ yb: UnsafeRawPointer) -> SIMD8<Int32> {
-    var s = SIMD8<Int32>()
-    for i in 0..<8 {
-        for k in 0..<4 { s[i] += code(4 * i + k) * Int32(yb.load(fromByteOffset: 4 + 4 * i + k, as: Int8.self)) }
+func blocks32Generic<F: BlockFormat>(_: F.Type, _ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales,
+                                     _ code: (_ block: UnsafeRawPointer, _ i: Int) -> Int32) -> Float {
+    blocks32Row(blocks: blocks) { b in
+        let block = w + F.blockBytes * b, yb = y + 36 * b
+        var s = SIMD8<Int32>()
+        for i in 0..<8 {
+            for k in 0..<4 { s[i] += code(block, 4 * i + k) * Int32(yb.load(fromByteOffset: 4 + 4 * i + k, as: Int8.self)) }
+        }
+        return (scales.d(b, block, 0) * yb.load(as: Float.self), s)
     }
-    return s
 }
 
 /// Q5_0 · Q8x32.
@@ -253,14 +258,9 @@ public enum Q5_0Q8Dot: IntegerDot {
     public static var blocks: ActivationBlocks { .q8x32 }
 
     public static func rowGeneric(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
-        blocks32Row(blocks: blocks) { b in
-            let block = w + 22 * b, yb = y + 36 * b
-            let qh = loadUInt32(block, 2)
-            let s = lanes32Generic({ i in
-                let nibble = Int32(i < 16 ? byte(block, 6 + i) & 0x0f : byte(block, 6 + i - 16) >> 4)
-                return (nibble | Int32((qh >> UInt32(i)) & 1) << 4) - 16
-            }, yb)
-            return (scales.d(b, block, 0) * yb.load(as: Float.self), s)
+        blocks32Generic(Format.self, w, y, blocks: blocks, scales: scales) { block, i in
+            let nibble = Int32(i < 16 ? byte(block, 6 + i) & 0x0f : byte(block, 6 + i - 16) >> 4)
+            return (nibble | Int32((loadUInt32(block, 2) >> UInt32(i)) & 1) << 4) - 16
         }
     }
 }
@@ -271,10 +271,8 @@ public enum Q8_0Q8Dot: IntegerDot {
     public static var blocks: ActivationBlocks { .q8x32 }
 
     public static func rowGeneric(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
-        blocks32Row(blocks: blocks) { b in
-            let block = w + 34 * b, yb = y + 36 * b
-            let s = lanes32Generic({ i in Int32(block.load(fromByteOffset: 2 + i, as: Int8.self)) }, yb)
-            return (scales.d(b, block, 0) * yb.load(as: Float.self), s)
+        blocks32Generic(Format.self, w, y, blocks: blocks, scales: scales) { block, i in
+            Int32(block.load(fromByteOffset: 2 + i, as: Int8.self))
         }
     }
 }
@@ -330,15 +328,22 @@ extension Q6_KQ8Dot {
     }
 }
 
+/// The fast rows of the 32-weight kernels: `lanes` gives a block's 8 integer lane sums.
+@inline(__always) func blocks32Fast<F: BlockFormat>(_: F.Type, _ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int,
+                                                    _ scales: BlockScales,
+                                                    _ lanes: (_ block: UnsafeRawPointer, _ yb: UnsafeRawPointer) -> SIMD8<Int32>) -> Float {
+    blocks32Row(blocks: blocks) { b in
+        let block = w + F.blockBytes * b, yb = y + 36 * b
+        return ((scales.d?[b] ?? halfPair(block, 0).0) * yb.load(as: Float.self), lanes(block, yb))
+    }
+}
+
 extension Q5_0Q8Dot {
     public static func row(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, blocks: Int, scales: BlockScales) -> Float {
         unswitched(scales) { rows(w, y, blocks, $0) }
     }
     @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
-        blocks32Row(blocks: blocks) { b in
-            let block = w + 22 * b, yb = y + 36 * b
-            return ((scales.d?[b] ?? halfPair(block, 0).0) * yb.load(as: Float.self), q5_0Lanes(block, yb))
-        }
+        blocks32Fast(Format.self, w, y, blocks, scales) { block, yb in q5_0Lanes(block, yb) }
     }
 }
 
@@ -347,10 +352,7 @@ extension Q8_0Q8Dot {
         unswitched(scales) { rows(w, y, blocks, $0) }
     }
     @inline(__always) static func rows(_ w: UnsafeRawPointer, _ y: UnsafeRawPointer, _ blocks: Int, _ scales: BlockScales) -> Float {
-        blocks32Row(blocks: blocks) { b in
-            let block = w + 34 * b, yb = y + 36 * b
-            return ((scales.d?[b] ?? halfPair(block, 0).0) * yb.load(as: Float.self), signedLanes(loadBytes32(block + 2), yb))
-        }
+        blocks32Fast(Format.self, w, y, blocks, scales) { block, yb in signedLanes(loadBytes32(block + 2), yb) }
     }
 }
 
