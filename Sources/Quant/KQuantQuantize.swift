@@ -1,10 +1,11 @@
-// Quantizing float rows into Q4_K; reference: ggml's quantize_row_q4_K_ref and
-// make_qkx2_quants (ggml-quants.c), the quantizer llama.cpp uses for a Q4_K tensor when it
-// has no importance matrix. Ported operation for operation, in the same order and in
-// Float arithmetic, so the bytes come out identical to ggml's (checked against the
-// library llama-cpp-python ships, Tests/QuantTests/KQuantQuantizeTests.swift).
+// Quantizing float rows into Q4_K and Q6_K; reference: ggml's quantize_row_q4_K_ref with
+// make_qkx2_quants and quantize_row_q6_K_ref with make_qx_quants (ggml-quants.c), the
+// quantizers llama.cpp uses for these tensors when it has no importance matrix. Ported
+// operation for operation, in the same order and in Float arithmetic, so the bytes come out
+// identical to ggml's (checked against the library llama-cpp-python ships,
+// Tests/QuantTests/KQuantQuantizeTests.swift).
 //
-// A super-block of 256 weights is 8 sub-blocks of 32. Each sub-block gets an affine fit
+// Q4_K: a super-block of 256 weights is 8 sub-blocks of 32. Each sub-block gets an affine fit
 // w ≈ scale·q − min with q in 0...15 (a weighted least-squares search over 21 candidate
 // scales); the 8 scales and 8 mins are then quantized to 6 bits against the super-block's
 // half-precision d = max scale / 63 and dmin = max min / 63, and the 4-bit codes are
@@ -162,11 +163,115 @@ public func quantizeRowQ4_K(_ src: UnsafePointer<Float>, count: Int, into dst: U
     }
 }
 
-/// Quantizes one row into `type`: the block formats' own quantizers, and Q4_K's above
+/// One group's symmetric fit (ggml's make_qx_quants with rmse_type 1 and no importance
+/// weights): codes l + nmax with l in −nmax...nmax−1 written to `codes`, weights x², the scale
+/// chosen among 19 candidates by weighted least squares; returns the scale (0 for a group
+/// that is all below 1e-15).
+func makeQXQuants(_ n: Int, _ nmax: Int, _ x: UnsafePointer<Float>, _ codes: UnsafeMutablePointer<Int8>) -> Float {
+    var max: Float = 0, amax: Float = 0
+    for i in 0..<n where abs(x[i]) > amax {
+        amax = abs(x[i])
+        max = x[i]
+    }
+    if amax < 1e-15 {
+        for i in 0..<n { codes[i] = 0 }
+        return 0
+    }
+    let fmax = Float(nmax)
+    @inline(__always) func code(_ iscale: Float, _ i: Int) -> Int {
+        Swift.max(-nmax, Swift.min(nmax - 1, nearestInt(iscale * x[i])))
+    }
+    var iscale = -fmax / max
+    var sumLX: Float = 0, sumL2: Float = 0
+    for i in 0..<n {
+        let l = code(iscale, i)
+        codes[i] = Int8(l + nmax)
+        let w = x[i] * x[i], fl = Float(l)
+        sumLX += w * x[i] * fl
+        sumL2 += w * fl * fl
+    }
+    var scale: Float = sumL2 != 0 ? sumLX / sumL2 : 0
+    var best = scale * sumLX
+    for step in -9...9 where step != 0 {
+        iscale = -(fmax + 0.1 * Float(step)) / max
+        sumLX = 0
+        sumL2 = 0
+        for i in 0..<n {
+            let w = x[i] * x[i], fl = Float(code(iscale, i))
+            sumLX += w * x[i] * fl
+            sumL2 += w * fl * fl
+        }
+        if sumL2 > 0 && sumLX * sumLX > best * sumL2 {
+            for i in 0..<n { codes[i] = Int8(nmax + code(iscale, i)) }
+            scale = sumLX / sumL2
+            best = scale * sumLX
+        }
+    }
+    return scale
+}
+
+/// Quantizes `count` floats (a multiple of 256) into Q6_K blocks at `dst` (210 bytes per 256),
+/// bit for bit as ggml's quantize_row_q6_K_ref: sixteen groups of 16 fitted with 6-bit codes
+/// (make_qx_quants), their scales quantized to 8 bits against d = −(largest |scale|'s scale)/128,
+/// the codes recomputed against the rounded scales; layout ql[128] (low nibbles), qh[64]
+/// (high 2 bits), scales[16] (int8), d (half).
+public func quantizeRowQ6_K(_ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer) {
+    precondition(count % 256 == 0, "quantizeRowQ6_K: \(count) values is not a whole number of 256-value super-blocks")
+    withUnsafeTemporaryAllocation(of: Int8.self, capacity: 256) { codeBuffer in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { scaleBuffer in
+            let codes = codeBuffer.baseAddress!, scales = scaleBuffer.baseAddress!
+            for b in 0..<(count / 256) {
+                let x = src + 256 * b
+                let y = dst + 210 * b
+                var maxScale: Float = 0, maxAbsScale: Float = 0
+                for g in 0..<16 {
+                    scales[g] = makeQXQuants(16, 32, x + 16 * g, codes + 16 * g)
+                    if abs(scales[g]) > maxAbsScale {
+                        maxAbsScale = abs(scales[g])
+                        maxScale = scales[g]
+                    }
+                }
+                if maxAbsScale < 1e-15 {
+                    y.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
+                    continue
+                }
+                let iscale = -128 / maxScale
+                storeHalf(y, 208, 1 / iscale)
+                let packedScales = (y + 192).assumingMemoryBound(to: Int8.self)
+                for g in 0..<16 { packedScales[g] = Int8(truncatingIfNeeded: Swift.min(127, nearestInt(iscale * scales[g]))) }
+                let d = loadHalf(y, 208)
+                for g in 0..<16 {
+                    let dg = d * Float(packedScales[g])
+                    if dg == 0 { continue }
+                    for i in 0..<16 {
+                        codes[16 * g + i] = Int8(Swift.max(-32, Swift.min(31, nearestInt(x[16 * g + i] / dg))) + 32)
+                    }
+                }
+                // Per 128 weights: 64 bytes of low nibbles (l and l + 64 share a byte, as do
+                // l + 32 and l + 96) and 32 bytes of high 2-bit pairs (four weights per byte).
+                let ql = y.assumingMemoryBound(to: UInt8.self), qh = ql + 128
+                for half in 0..<2 {
+                    let c = codes + 128 * half, low = ql + 64 * half, high = qh + 32 * half
+                    for l in 0..<32 {
+                        let q0 = UInt8(bitPattern: c[l]), q1 = UInt8(bitPattern: c[l + 32])
+                        let q2 = UInt8(bitPattern: c[l + 64]), q3 = UInt8(bitPattern: c[l + 96])
+                        low[l] = (q0 & 0xf) | ((q2 & 0xf) << 4)
+                        low[l + 32] = (q1 & 0xf) | ((q3 & 0xf) << 4)
+                        high[l] = (q0 >> 4) | ((q1 >> 4) << 2) | ((q2 >> 4) << 4) | ((q3 >> 4) << 6)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes one row into `type`: the block formats' own quantizers, and Q4_K's and Q6_K's above
 /// (which the table of formats does not list as quantizable).
 public func quantizeRowAnyFormat(_ type: GGMLType, _ src: UnsafePointer<Float>, count: Int, into dst: UnsafeMutableRawPointer) {
     if type == .q4_K {
         quantizeRowQ4_K(src, count: count, into: dst)
+    } else if type == .q6_K {
+        quantizeRowQ6_K(src, count: count, into: dst)
     } else {
         quantizeRow(type, src, count: count, into: dst)
     }
@@ -174,7 +279,7 @@ public func quantizeRowAnyFormat(_ type: GGMLType, _ src: UnsafePointer<Float>, 
 
 /// Whether `quantizeRowAnyFormat` can write rows of `count` values in `type`.
 public func canQuantizeRow(_ type: GGMLType, count: Int) -> Bool {
-    if type == .q4_K { return count % 256 == 0 }
+    if type == .q4_K || type == .q6_K { return count % 256 == 0 }
     guard let t = type.traits, t.quantizeRow != nil else { return false }
     return count % t.blockSize == 0
 }

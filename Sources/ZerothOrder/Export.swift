@@ -144,7 +144,7 @@ public enum Export {
                                      to writer: inout GGUFWriter, path: String) throws(TrainingError) {
         let type = t.type
         guard t.shape.count == 2, t.shape[0] == dim, let rowBytes = type.rowBytes(dim), canQuantizeRow(type, count: dim) else {
-            throw .adapter(path: path, message: "cannot append new token rows to \(t.name): its format \(type.name) (rows of \(t.shape.first ?? 0)) has no row quantizer here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, F16, BF16, F32 have)")
+            throw .adapter(path: path, message: "cannot append new token rows to \(t.name): its format \(type.name) (rows of \(t.shape.first ?? 0)) has no row quantizer here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, F16, BF16, F32 have)")
         }
         guard rows.count == count * dim, rows.allSatisfy(\.isFinite) else {
             throw .adapter(path: path, message: "the adapter's textual_inversion.embedding has \(rows.count) values, not \(count) finite rows of \(dim)")

@@ -5,7 +5,7 @@ the libggml-base that llama-cpp-python ships), for bit-exact tests of our quanti
     python3 scripts/reference/ggml_quantize_rows.py TYPE IN.f32 OUT.bin
 
 IN.f32 holds little-endian float32 values (a whole number of TYPE's blocks); OUT.bin gets
-the blocks as ggml writes them. TYPE: q4_K, q5_0, q8_0, q4_0, q4_1, q5_1.
+the blocks as ggml writes them. TYPE: q4_K, q6_K, q5_0, q8_0, q4_0, q4_1, q5_1.
 Exit status 3 when llama-cpp-python is not installed (the test is then skipped).
 """
 import ctypes
@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-BLOCK = {"q4_K": (256, 144), "q5_0": (32, 22), "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_1": (32, 24)}
+BLOCK = {"q4_K": (256, 144), "q6_K": (256, 210), "q5_0": (32, 22), "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_1": (32, 24)}
 
 
 def library():
