@@ -30,18 +30,17 @@ low-level API) for the built-in Gemma format and the tokens, gguf-py for the fil
 Usage (from the repo root; the real files come from scripts/setup --all):
     python3 scripts/reference/chat_golden.py
 """
-import ctypes
 import datetime
-import hashlib
 import json
 import os
 import sys
 
 import gguf
 import jinja2
-import jinja2.sandbox
 import llama_cpp
-import llama_cpp.llama_cpp as C
+
+# The llama.cpp vocabulary, the jinja2 rendering and the file digest are the tokenizer goldens' own.
+from tokenizer_golden import Vocab, render_jinja, sha256
 
 OUT = os.path.join("Tests", "Golden", "chat-dataset.json")
 
@@ -75,14 +74,6 @@ CONVERSATIONS = [
 ]
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_template(path):
     reader = gguf.GGUFReader(path)
     field = reader.fields.get("tokenizer.chat_template")
@@ -97,67 +88,6 @@ def file_template(path):
     return template, token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
 
 
-def render_jinja(template, messages, add_generation_prompt, bos, eos):
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    env.globals["raise_exception"] = raise_exception
-    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos)
-
-
-class Vocab:
-    """A vocab_only llama.cpp model: its tokenizer and built-in chat formats."""
-
-    def __init__(self, path):
-        llama_cpp.llama_backend_init()
-        params = C.llama_model_default_params()
-        params.vocab_only = True
-        params.use_extra_bufts = False
-        self.model = C.llama_model_load_from_file(path.encode(), params)
-        if not self.model:
-            sys.exit(f"llama.cpp could not load {path}")
-        self.vocab = C.llama_model_get_vocab(self.model)
-        self.bos = C.llama_vocab_bos(self.vocab)
-        self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
-
-    def tokenize(self, text):
-        raw = text.encode("utf-8")
-        size = len(raw) + 8
-        buf = (C.llama_token * size)()
-        n = C.llama_tokenize(self.vocab, raw, len(raw), buf, size, True, True)
-        if n < 0:
-            size = -n
-            buf = (C.llama_token * size)()
-            n = C.llama_tokenize(self.vocab, raw, len(raw), buf, size, True, True)
-        return list(buf[:n])
-
-    def piece(self, token):
-        size = 64
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            n = C.llama_token_to_piece(self.vocab, token, buf, size, 0, True)
-            if n >= 0:
-                return buf.raw[:n]
-            size = -n
-
-    def builtin(self, name, messages, add_assistant):
-        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
-        chat = (C.llama_chat_message * len(keep))()
-        for i, (role, content) in enumerate(keep):
-            chat[i].role = role
-            chat[i].content = content
-        size = 1 << 16
-        buf = ctypes.create_string_buffer(size)
-        n = C.llama_chat_apply_template(name.encode(), chat, len(keep), add_assistant, buf, size)
-        if n < 0 or n > size:
-            sys.exit(f"llama_chat_apply_template({name}) failed")
-        return buf.raw[:n].decode("utf-8")
-
-
 def golden_for(path, how, eot):
     template, bos, eos = file_template(path)
     vocab = Vocab(path)
@@ -165,7 +95,7 @@ def golden_for(path, how, eot):
     def render(messages, add):
         if how == "jinja":
             return render_jinja(template, messages, add, bos, eos)
-        return vocab.builtin(how, messages, add)
+        return vocab.apply_builtin_template(how, messages, add)
 
     cases = []
     for name, messages in CONVERSATIONS:
@@ -181,15 +111,15 @@ def golden_for(path, how, eot):
             end = through.rfind(eot.encode()) + len(eot.encode())
             assert end > len(before), (path, name, i)
             spans.append((len(before), end))
-        ids = vocab.tokenize(text)
+        ids = vocab.tokenize(text, True, True)
         # Token start offsets from llama.cpp's own pieces; BOS is not in the text.
         starts, offset = [], 0
         for k, t in enumerate(ids):
             starts.append(offset)
             if k == 0 and vocab.add_bos and t == vocab.bos:
                 continue
-            offset += len(vocab.piece(t))
-        joined = b"".join(vocab.piece(t) for k, t in enumerate(ids) if not (k == 0 and vocab.add_bos and t == vocab.bos))
+            offset += len(vocab.piece(t, True))
+        joined = b"".join(vocab.piece(t, True) for k, t in enumerate(ids) if not (k == 0 and vocab.add_bos and t == vocab.bos))
         assert joined == raw, (path, name, joined, raw)
         trained = [not (k == 0 and vocab.add_bos and t == vocab.bos) and any(a <= s < b for a, b in spans)
                    for k, (t, s) in enumerate(zip(ids, starts))]

@@ -281,6 +281,8 @@ class Vocab:
             sys.exit(f"llama.cpp could not load {path}")
         self.vocab = C.llama_model_get_vocab(self.model)
         self.n = C.llama_vocab_n_tokens(self.vocab)
+        self.bos = C.llama_vocab_bos(self.vocab)
+        self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
 
     def tokenize(self, text, add_special, parse_special):
         raw = text.encode("utf-8")
@@ -315,10 +317,10 @@ class Vocab:
         for i, (role, content) in enumerate(keep):
             chat[i].role = role
             chat[i].content = content
-        size = 4096
+        size = 1 << 16
         buf = ctypes.create_string_buffer(size)
         n = C.llama_chat_apply_template(name.encode(), chat, len(keep), add_assistant, buf, size)
-        if n < 0:
+        if n < 0 or n > size:
             sys.exit(f"llama_chat_apply_template({name}) failed")
         return buf.raw[:n].decode("utf-8")
 
