@@ -62,7 +62,7 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
 
-    @Option(name: .long, help: "QZO on K-quants: sub (every sub-block's scale and min, re-encoded on export; 16 values per 256 weights) or super (d and dmin per 256 weights, exact on export, 8-16x fewer values); default sub.")
+    @Option(name: .long, help: "QZO on K-quants: sub (every sub-block's scale and min, re-encoded on export; 16 values per 256 weights) or super (d and dmin per 256 weights, exact on export, 8-16x fewer values).")
     var kquantScales = "sub"
 
     @Option(name: .long, help: "Perturbation directions per step, q.")
