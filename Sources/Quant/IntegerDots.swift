@@ -290,7 +290,7 @@ public enum Q8_0Q8Dot: IntegerDot {
 
 /// The two halves in the 4 bytes at p + offset, as floats (d, then dmin for Q4_K).
 @inline(__always) func halfPair(_ p: UnsafeRawPointer, _ offset: Int) -> (Float, Float) {
-    let v = unsafeBitCast(_mm_cvtph_ps(_mm_cvtsi32_si128(Int32(bitPattern: loadUInt32(p, offset)))), to: SIMD4<Float>.self)
+    let v: SIMD4<Float> = _mm_cvtph_ps(_mm_cvtsi32_si128(Int32(bitPattern: loadUInt32(p, offset))))
     return (v[0], v[1])
 }
 
