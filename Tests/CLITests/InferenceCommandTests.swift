@@ -42,7 +42,8 @@ import Testing
         #expect(!r.stderr.contains("Fatal") && !r.stderr.contains("Stack"))
     }
 
-    @Test(.enabled(if: ReferenceModel.enabled)) func greedyChatAnswersTheCapitalOfFrance() throws {
+    @Test(.enabled(if: ReferenceModel.enabled && PythonReference.llamaCppAvailable, "needs llama-cpp-python, the reference"))
+    func greedyChatAnswersTheCapitalOfFrance() throws {
         let args = ["generate", "--model", ReferenceModel.path, "--chat", "--prompt", "What is the capital of France?",
                     "--temperature", "0", "--max-tokens", "24"]
         let r = try runCLI(args)
