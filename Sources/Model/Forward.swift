@@ -111,10 +111,10 @@ public final class RunState {
     public let cache: KVCache?
     let threads: Int
 
-    /// Rows of a weight matrix dequantized per tile in the many-token path.
-    public static let tileRows = 1024
+    /// Rows of a weight matrix one thread dequantizes per tile in the many-token path.
+    public static let tileRows = 512
 
-    /// `tileRows`: rows of a weight matrix dequantized at a time (smaller saves memory).
+    /// `tileRows`: rows of a weight matrix each thread dequantizes at a time (smaller saves memory).
     public init(config c: LlamaConfig, capacity: Int, contextLength: Int, cacheSlots: Int = 0, tileRows: Int = RunState.tileRows) {
         config = c
         self.capacity = capacity
@@ -169,7 +169,7 @@ public final class RunState {
         let perToken = 3 * c.dim + 2 * c.qDim + 2 * c.kvDim + 2 * c.ffnDim
         let scores = max(1, Parallel.threadCount) * min(capacity, contextLength, LlamaModel.queryBlock) * contextLength
         let rope = contextLength * c.headDim * c.ropeBases.count
-        let tile = tileRows * max(c.dim, c.ffnDim, c.qDim)
+        let tile = max(1, Parallel.threadCount) * tileRows * max(c.dim, c.ffnDim, c.qDim)
         let cache = cacheSlots * c.layerCount * contextLength * c.kvDim * 2
         return 4 * (capacity * perToken + scores + rope + tile + cache)
     }

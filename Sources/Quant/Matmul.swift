@@ -62,10 +62,14 @@ public struct WeightMatrix: @unchecked Sendable {
 
 /// Scratch memory for tiles of dequantized weights, reused across calls.
 public final class MatmulScratch: @unchecked Sendable {
-    /// Rows of W dequantized per tile, over all threads (each thread gets an equal share).
+    /// Rows of W one thread dequantizes per tile. Each thread has a tile of its own, so
+    /// how W is cut into tiles, and so every product's rounding, does not depend on the
+    /// number of threads.
     public let tileRows: Int
     public let cols: Int
-    /// tileRows × cols floats; thread t's tile starts at t × (tileRows / threads) × cols.
+    /// Threads with a tile (`Parallel.threadCount` when the scratch was made).
+    public let threads: Int
+    /// threads × tileRows × cols floats; thread t's tile starts at t × tileRows × cols.
     public let buffer: UnsafeMutablePointer<Float>
     /// Block sums of a few activation rows, for the one-token path.
     let sums: UnsafeMutablePointer<Float>
@@ -82,11 +86,12 @@ public final class MatmulScratch: @unchecked Sendable {
     /// forward pass's one-token and batched paths without the 8-bit rounding.
     public var integerKernels = true
 
-    /// Room for a tile of `tileRows` × `cols` floats.
+    /// Room for a tile of `tileRows` × `cols` floats per thread.
     public init(tileRows: Int, cols: Int) {
         self.tileRows = tileRows
         self.cols = cols
-        buffer = .allocate(capacity: tileRows * cols)
+        threads = max(1, Parallel.threadCount)
+        buffer = .allocate(capacity: threads * tileRows * cols)
         sumsCapacity = max(1, cols / 32) * 8
         sums = .allocate(capacity: sumsCapacity)
         ordered = .allocate(capacity: sumsCapacity * 32)
@@ -102,13 +107,10 @@ public final class MatmulScratch: @unchecked Sendable {
         quantized.deallocate()
     }
 
-    public var byteCount: Int { tileRows * cols * 4 + sumsCapacity * 33 * 4 + 8 * q8RowBytes }
+    public var byteCount: Int { threads * tileRows * cols * 4 + sumsCapacity * 33 * 4 + 8 * q8RowBytes }
 
-    /// Thread `t`'s tile when the work is split `threads` ways: (rows, start).
-    func tile(_ t: Int, of threads: Int) -> (rows: Int, start: UnsafeMutablePointer<Float>) {
-        let rows = max(1, tileRows / threads)
-        return (rows, buffer + t * rows * cols)
-    }
+    /// Thread `t`'s tile.
+    func tile(_ t: Int) -> UnsafeMutablePointer<Float> { buffer + t * tileRows * cols }
 }
 
 /// Below this many tokens the fused dot-product path is used instead of dequantize + sgemm.
@@ -157,7 +159,6 @@ public func matmul(sharing x: UnsafePointer<Float>, n: Int, ldx: Int? = nil, scr
 /// product p owns chunks first[p]..<first[p + 1] of size[p] rows each.
 private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int, scratch: MatmulScratch,
                           _ products: UnsafeBufferPointer<MatmulOutput>, _ table: UnsafeMutablePointer<Int>) {
-    let threads = max(1, Parallel.threadCount)
     let first = table
     let size = table + products.count + 1
     func fillTable(_ rowsPerChunk: (WeightMatrix) -> Int) {
@@ -192,7 +193,7 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
             if q8x32 { quantizeQ8x32(x + t * ldx, count: cols, into: quantized + t * q8RowBytes + q8KBytes) }
         }
         fillTable { w in
-            let chunks = max(1, min(w.rows / 64, 4 * threads))
+            let chunks = max(1, min(w.rows / 64, 4 * max(1, Parallel.threadCount)))
             return (w.rows + chunks - 1) / chunks
         }
         let sums = scratch.sums
@@ -217,14 +218,19 @@ private func matmulChunks(_ x: UnsafePointer<Float>, n: Int, ldx: Int, cols: Int
         return
     }
 
-    // Many tokens: chunks of W's rows, a few per thread. For each, the thread that claims
-    // it dequantizes the rows into its own tile, then Y[:, rows] = X (n, cols) · tileᵀ.
-    let tileRows = scratch.tile(0, of: threads).rows
-    fillTable { w in min(tileRows, max(64, min(256, w.rows / (2 * threads) / 8 * 8))) }
-    Parallel.forEachOnThread(first[products.count]) { chunk, thread in
+    // Many tokens: chunks of W's rows, at least four per matrix of the usual sizes. For
+    // each, the thread that claims it dequantizes the rows into its own tile, then
+    // Y[:, rows] = X (n, cols) · tileᵀ. The chunk size depends on W and the tile only:
+    // OpenBLAS rounds a product of another shape differently (its small-matrix kernels),
+    // and a run must give the same numbers on any number of threads.
+    let tileRows = scratch.tileRows
+    fillTable { w in min(tileRows, max(64, min(256, w.rows / 4 / 8 * 8))) }
+    // A scratch made for fewer threads than now run has a tile for each of its own only.
+    let threads = min(max(1, Parallel.threadCount), scratch.threads)
+    Parallel.forEachOnThread(first[products.count], threads: threads) { chunk, thread in
         let p = locate(chunk)
         let (w, y, ldy) = (products[p].w, products[p].y, products[p].ldy)
-        let tile = scratch.tile(min(thread, threads - 1), of: threads).start
+        let tile = scratch.tile(thread)
         let begin = (chunk - first[p]) * size[p]
         let end = min(w.rows, begin + size[p])
         var start = begin

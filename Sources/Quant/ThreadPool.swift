@@ -34,13 +34,16 @@ public enum Parallel {
     /// Like `forEach`, also telling `body` which thread runs the chunk (0..<threadCount;
     /// the caller is 0), e.g. to pick that thread's scratch buffer. Chunks are handed out
     /// one at a time in order, so putting the longest first balances uneven chunks.
-    public static func forEachOnThread(_ chunks: Int, _ body: (_ chunk: Int, _ thread: Int) -> Void) {
-        if chunks <= 1 || threadCount <= 1 {
+    /// `threads` (default `threadCount`) bounds the thread numbers, e.g. by the scratch
+    /// buffers there are.
+    public static func forEachOnThread(_ chunks: Int, threads: Int? = nil, _ body: (_ chunk: Int, _ thread: Int) -> Void) {
+        let threads = min(threads ?? threadCount, threadCount)
+        if chunks <= 1 || threads <= 1 {
             for c in 0..<chunks { body(c, 0) }
             return
         }
         withoutActuallyEscaping(body) { body in
-            WorkerPool.shared(threads: threadCount).run(chunks, body)
+            WorkerPool.shared(threads: threads).run(chunks, body)
         }
     }
 

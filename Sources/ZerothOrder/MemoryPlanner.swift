@@ -128,8 +128,8 @@ public enum MemoryPlanner {
     public static let marginBytes = 2_000_000
     /// Rows of the output matrix read per tile when streaming.
     public static let outputTileRows = 256
-    /// Rows of a weight matrix dequantized at a time when memory is short.
-    public static let smallTileRows = 256
+    /// Rows of a weight matrix each thread dequantizes at a time when memory is short.
+    public static let smallTileRows = 128
 
     /// The plan with the most examples per pass that fits, preferring mapped weights; or
     /// an error carrying the smallest plan.

@@ -94,6 +94,30 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
         #expect(a.2 < a.1, "loss \(a.1) → \(a.2)")
     }
 
+    /// The same run on one thread gives the same parameters bit for bit: no product's
+    /// rounding depends on how the work is split between threads.
+    @Test func trainingDoesNotDependOnTheThreadCount() throws {
+        func run(threads: Int) throws -> [Float] {
+            let saved = Parallel.threadCount
+            Parallel.threadCount = threads
+            defer { Parallel.threadCount = saved }
+            let model = try tinyModel()
+            let (ti, data) = try textualInversion(model)
+            var settings = TrainingSettings()
+            settings.steps = 20
+            settings.batchSize = 6
+            settings.microBatchSize = 6
+            settings.learningRate = 0.5
+            settings.seed = 4
+            let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
+            while !trainer.isFinished { try trainer.runStep() }
+            return ti.values.array
+        }
+        let two = try run(threads: 2)
+        let one = try run(threads: 1)
+        #expect(two == one, "largest difference \(zip(two, one).map { abs($0 - $1) }.max() ?? 0)")
+    }
+
     /// The loss of a batch does not depend on how it is split into micro-batches: the sums
     /// run token by token in the same order, so only the per-token losses could differ, and
     /// those only by float32 rounding (OpenBLAS picks its small-matrix kernels, which round
