@@ -16,6 +16,11 @@ and kl toward the Q4_K_M file as teacher), and reports on the 8 held-out paragra
     python3 bench/qzo_kquants.py [--model models/gemma-3-270m.Q4_K_M.gguf] [--recipe q2_k]
                                  [--steps 100] [--config NAME ...]
 
+With --from q5_0 --to q4_0 the coarse model is instead the file with its Q5_0 block tensors
+converted to Q4_0 by edge-finetune's own quantizer (gguf-py's rounding, `requantize`), and
+QZO trains those Q4_0 tensors' block scales (one per 32 weights; the K-quant granularity
+flag does not apply, so the configs are nll and kl).
+
 Results go to runs/qzo-kquants/ and a table on stdout. Needs llama-cpp-python and gguf-py.
 """
 import argparse
@@ -81,6 +86,20 @@ def coarse_model(original, recipe, out):
     return changed
 
 
+def converted_model(original, source_type, target_type, out):
+    """`original` with every block tensor of `source_type` converted to `target_type` by
+    edge-finetune's quantizer; returns the converted tensors' names, comma-separated (as
+    --tensors patterns: only they are trained) and a short description of them."""
+    import gguf
+    names = [t.name for t in gguf.GGUFReader(original).tensors
+             if t.name.startswith("blk.") and t.tensor_type.name == source_type.upper()]
+    kinds = sorted({n.split(".", 2)[2] for n in names})
+    if not os.path.exists(out):
+        # Exact names: a pattern such as blk.*.attn_v.weight would also match tensors of other types.
+        run([BIN, "requantize", "--model", original, "--type", target_type, "--tensors", ",".join(names), "--out", out])
+    return ",".join(names), f"{len(names)} tensors: " + ", ".join(kinds)
+
+
 def evaluate(model, reference, adapter=None):
     cmd = [BIN, "eval", "--model", model, "--data", os.path.join(EX, "heldout.jsonl"), "--json", "--reference-model", reference]
     if adapter:
@@ -114,33 +133,47 @@ def main():
     ap.add_argument("--recipe", default="q2_k", help="llama.cpp file type whose K-quant tensors replace the model's (q2_k, q3_k_m, ...)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--config", action="append", help="super, sub, super-kl, sub-kl (default: all)")
+    ap.add_argument("--config", action="append", help="super, sub, super-kl, sub-kl; with --from/--to: nll, kl (default: all)")
     ap.add_argument("--extra", default="", help="more train flags, space-separated")
     ap.add_argument("--no-llamacpp", action="store_true")
     ap.add_argument("--binary", default=BIN)
+    ap.add_argument("--from", dest="source", help="instead of the K-quant recipe: convert the block tensors of this type (e.g. q5_0) ...")
+    ap.add_argument("--to", dest="target", help="... to this type (e.g. q4_0), with edge-finetune's quantizer")
     args = ap.parse_args()
     BIN = args.binary
     out = os.path.join(ROOT, "runs", "qzo-kquants")
     os.makedirs(out, exist_ok=True)
     stem = os.path.basename(args.model).replace(".gguf", "")
-    coarse = os.path.join(out, f"{stem}-{args.recipe}-kquants.gguf")
-    if not os.path.exists(coarse):
-        n = coarse_model(args.model, args.recipe, coarse)
-        print(f"{coarse}: {n} K-quant tensors requantized by llama.cpp's {args.recipe} recipe", file=sys.stderr)
+    if args.source and args.target:
+        label = f"{args.source}-to-{args.target}"
+        coarse = os.path.join(out, f"{stem}-{label}.gguf")
+        patterns, described = converted_model(args.model, args.source, args.target, coarse)
+        what = f"{args.source.upper()} block tensors converted to {args.target.upper()} by edge-finetune's quantizer"
+        print(f"trained tensors: {described}", file=sys.stderr)
+    else:
+        label = args.recipe
+        coarse = os.path.join(out, f"{stem}-{args.recipe}-kquants.gguf")
+        what = f"K-quant tensors requantized by llama.cpp's {args.recipe} recipe"
+        if not os.path.exists(coarse):
+            n = coarse_model(args.model, args.recipe, coarse)
+            print(f"{coarse}: {n} K-quant tensors requantized by llama.cpp's {args.recipe} recipe", file=sys.stderr)
 
-    import gguf
-    types = {}
-    for t in gguf.GGUFReader(coarse).tensors:
-        if t.name.startswith("blk.") and t.tensor_type.name in KQUANTS:
-            kind = t.name.split(".", 2)[2]
-            types.setdefault(kind, set()).add(t.tensor_type.name)
-    patterns = ",".join(f"blk.*.{k}" for k in sorted(types))
-    print(f"trained tensors: {patterns} ({', '.join(f'{k}: {sorted(v)}' for k, v in sorted(types.items()))})", file=sys.stderr)
+        import gguf
+        types = {}
+        for t in gguf.GGUFReader(coarse).tensors:
+            if t.name.startswith("blk.") and t.tensor_type.name in KQUANTS:
+                kind = t.name.split(".", 2)[2]
+                types.setdefault(kind, set()).add(t.tensor_type.name)
+        patterns = described = ",".join(f"blk.*.{k}" for k in sorted(types))
+        print(f"trained tensors: {patterns} ({', '.join(f'{k}: {sorted(v)}' for k, v in sorted(types.items()))})", file=sys.stderr)
 
     base_ref = evaluate(args.model, args.model)
     base = evaluate(coarse, args.model)
     gap = base["nll"] - base_ref["nll"]
     configs = {
+        "nll": [],
+        "kl": ["--loss", "kl", "--teacher", args.model],
+    } if args.source else {
         "super": ["--kquant-scales", "super"],
         "sub": ["--kquant-scales", "sub"],
         "super-kl": ["--kquant-scales", "super", "--loss", "kl", "--teacher", args.model],
@@ -149,7 +182,7 @@ def main():
     llama_base = None if args.no_llamacpp else llamacpp_nll(coarse)
     rows = []
     for name in args.config or list(configs):
-        prefix = os.path.join(out, f"{stem}-{args.recipe}-{name}-{args.steps}")
+        prefix = os.path.join(out, f"{stem}-{label}-{name}-{args.steps}")
         print("running", name, file=sys.stderr)
         started = time.time()
         run([BIN, "train", "--method", "qzo", "--model", coarse, "--data", os.path.join(EX, "train.jsonl"),
@@ -166,7 +199,7 @@ def main():
         rows.append((name, trained, exported, theirs, sum(step_seconds) / max(1, len(step_seconds)), seconds))
         os.remove(prefix + "-export.gguf")
 
-    print(f"{stem}, K-quant tensors requantized by llama.cpp's {args.recipe} recipe ({patterns}); {args.steps} steps, "
+    print(f"{stem}, {what} ({described}); {args.steps} steps, "
           f"batch 8, train flags: defaults {args.extra}")
     print(f"held-out NLL: original {base_ref['nll']:.4f}, coarse {base['nll']:.4f} (gap {gap:.4f} nats); "
           f"KL(original || coarse) {base['kl']:.4f} nats" + ("" if llama_base is None else f"; llama.cpp on the coarse file {llama_base:.4f}"))
