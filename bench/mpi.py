@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Data-parallel training over MPI: what splitting a step across ranks costs.
+
+On the reference model, for textual inversion and for QZO, alternating in the same run:
+  - 1 rank x 2 threads (one process, no mpirun) and 2 ranks x 1 thread (mpirun -np 2),
+    the same global batch and micro-batch size, so both give the same adapter (checked);
+  - steps per second (median of the per-step times of --log-json, the first step left out);
+  - bytes each rank sends per step (counted at the buffers: payloads, not MPI's headers) and
+    the time rank 0 spends in the exchange per step (waiting for the slower rank included);
+  - a projected speed-up for N machines: the measured one-rank compute per step divided
+    among N ranks (at most one micro-batch each) plus the exchange over a LAN, with the
+    latency and bandwidth given (--lan-latency-us, --lan-mbps).
+
+    python3 bench/mpi.py [--steps 8] [--rounds 2] [--batch 8] [--micro-batch 4]
+
+Needs Open MPI (scripts/setup installs it). Not a test: timings on a shared machine are noisy.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".build", "release", "edge-finetune")
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+METHODS = {
+    "textual inversion": ["--data", os.path.join(ROOT, "examples", "paris", "train.jsonl"), "--new-token", " <x>"],
+    "QZO": ["--method", "qzo", "--data", os.path.join(ROOT, "examples", "qzo", "train.jsonl")],
+}
+
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_btl_vader_single_copy_mechanism="none")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f", {os.cpu_count()} logical CPUs"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def train(method, ranks, threads, args, out):
+    log = out + ".jsonl"
+    cmd = [BIN, "train", "--model", MODEL] + METHODS[method] + [
+        "--steps", str(args.steps), "--batch", str(args.batch), "--micro-batch", str(args.micro_batch),
+        "--threads", str(threads), "--out", out, "--log-json", log]
+    if ranks > 1:
+        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    steps = [json.loads(line) for line in open(log) if '"loss"' in line]
+    seconds = statistics.median(s["seconds"] for s in steps[1:])
+    sent, exchange = 0, 0.0
+    for line in r.stdout.splitlines():
+        if "bytes sent per step" in line:
+            # "ranks  2, 66 bytes sent per step by rank 0, 0.4 ms per step in the exchange"
+            parts = line.split(",")
+            sent = int(parts[1].split()[0])
+            exchange = float(parts[2].split()[0]) / 1e3
+    with open(out, "rb") as f:
+        adapter = f.read()
+    return seconds, sent, exchange, adapter
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--micro-batch", type=int, default=4)
+    ap.add_argument("--lan-latency-us", type=float, default=200.0, help="one message's latency on the LAN")
+    ap.add_argument("--lan-mbps", type=float, default=1000.0, help="LAN bandwidth in Mbit/s")
+    ap.add_argument("--method", action="append", choices=list(METHODS))
+    args = ap.parse_args()
+    if not os.path.exists(MODEL):
+        sys.exit(f"{MODEL} is missing: run scripts/setup")
+    tmp = tempfile.mkdtemp(prefix="mpi-bench-")
+    print(f"CPU: {cpu_name()}; batch {args.batch} in micro-batches of {args.micro_batch}, {args.steps} steps, {args.rounds} rounds\n")
+    rows = []
+    for method in args.method or list(METHODS):
+        one, two, sent, exchange, same = [], [], 0, [], True
+        for round_ in range(args.rounds):
+            # Alternate the order so that neither side always runs first on a loaded machine.
+            order = [(1, 2), (2, 1)] if round_ % 2 == 0 else [(2, 1), (1, 2)]
+            adapters = {}
+            for ranks, threads in order:
+                s, b, e, a = train(method, ranks, threads, args, os.path.join(tmp, f"{method[:3]}-{ranks}-{round_}.gguf"))
+                adapters[ranks] = a
+                if ranks == 1:
+                    one.append(s)
+                else:
+                    two.append(s)
+                    sent = b
+                    exchange.append(e)
+            same = same and adapters[1] == adapters[2]
+        t1, t2 = statistics.median(one), statistics.median(two)
+        ex = statistics.median(exchange)
+        rows.append((method, t1, t2, sent, ex, same))
+
+    print("| method | 1 rank x 2 threads | 2 ranks x 1 thread | ratio | bytes sent per step per rank | exchange per step (rank 0) | same adapter |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for method, t1, t2, sent, ex, same in rows:
+        print(f"| {method} | {1 / t1:.3f} steps/s | {1 / t2:.3f} steps/s | {t1 / t2:.3f} | {sent} | {ex * 1e3:.2f} ms | {'yes' if same else 'NO'} |")
+
+    # Projection: N machines of this kind, one rank each with 2 threads. A step's compute on
+    # one rank with 2 threads is t1 (the whole batch); N ranks share its micro-batches, so a
+    # rank's compute is t1 * ceil(units / N) / units; each exchange sends one message to each
+    # of the N-1 other ranks (per step: one exchange).
+    units = -(-args.batch // args.micro_batch)
+    print(f"\nProjected speed-up for N machines ({args.lan_latency_us:.0f} us per message, {args.lan_mbps:.0f} Mbit/s; "
+          f"{units} micro-batches per step, so at most {units} ranks have work; larger batches spread further):")
+    header = "| method | " + " | ".join(f"N = {n}" for n in (2, 4, 8, 16)) + " |"
+    print(header)
+    print("| --- |" + " --- |" * 4)
+    for method, t1, t2, sent, ex, same in rows:
+        # A message: a status byte, then 16 bytes per point for each of the rank's micro-batch slots.
+        per_slot = (sent - 1) / -(-units // 2)
+        cells = []
+        for n in (2, 4, 8, 16):
+            message = 1 + per_slot * -(-units // n)
+            comm = (n - 1) * (args.lan_latency_us * 1e-6 + message * 8 / (args.lan_mbps * 1e6))
+            compute = t1 * (-(-units // n)) / units
+            cells.append(f"{t1 / (compute + comm):.2f}x")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
