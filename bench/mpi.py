@@ -3,7 +3,8 @@
 
 On the reference model, for textual inversion and for QZO, alternating in the same run:
   - 1 rank x 2 threads (one process, no mpirun) and 2 ranks x 1 thread (mpirun -np 2),
-    the same global batch and micro-batch size, so both give the same adapter (checked);
+    the same global batch and micro-batch size, so both give the same adapter (checked),
+    and 1 rank x 2 threads with the whole batch in one pass (the default without mpirun);
   - steps per second (median of the per-step times of --log-json, the first step left out);
   - bytes each rank sends per step (counted at the buffers: payloads, not MPI's headers) and
     the time rank 0 spends in the exchange per step (waiting for the slower rank included);
@@ -11,7 +12,7 @@ On the reference model, for textual inversion and for QZO, alternating in the sa
     among N ranks (at most one micro-batch each) plus the exchange over a LAN, with the
     latency and bandwidth given (--lan-latency-us, --lan-mbps).
 
-    python3 bench/mpi.py [--steps 8] [--rounds 2] [--batch 8] [--micro-batch 4]
+    python3 bench/mpi.py [--steps 8] [--rounds 3] [--batch 8] [--micro-batch 4]
 
 Needs Open MPI (scripts/setup installs it). Not a test: timings on a shared machine are noisy.
 """
@@ -48,10 +49,10 @@ def cpu_name():
     return platform.processor()
 
 
-def train(method, ranks, threads, args, out):
+def train(method, ranks, threads, args, out, micro=None):
     log = out + ".jsonl"
     cmd = [BIN, "train", "--model", MODEL] + METHODS[method] + [
-        "--steps", str(args.steps), "--batch", str(args.batch), "--micro-batch", str(args.micro_batch),
+        "--steps", str(args.steps), "--batch", str(args.batch), "--micro-batch", str(micro or args.micro_batch),
         "--threads", str(threads), "--out", out, "--log-json", log]
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)] + cmd
@@ -75,7 +76,7 @@ def train(method, ranks, threads, args, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--lan-latency-us", type=float, default=200.0, help="one message's latency on the LAN")
@@ -88,29 +89,30 @@ def main():
     print(f"CPU: {cpu_name()}; batch {args.batch} in micro-batches of {args.micro_batch}, {args.steps} steps, {args.rounds} rounds\n")
     rows = []
     for method in args.method or list(METHODS):
-        one, two, sent, exchange, same = [], [], 0, [], True
+        one, whole, two, sent, exchange, same = [], [], [], 0, [], True
         for round_ in range(args.rounds):
-            # Alternate the order so that neither side always runs first on a loaded machine.
-            order = [(1, 2), (2, 1)] if round_ % 2 == 0 else [(2, 1), (1, 2)]
+            # Rotate the order so that no side always runs first on a loaded machine.
+            sides = [("one", 1, 2, None), ("two", 2, 1, None), ("whole", 1, 2, args.batch)]
+            sides = sides[round_ % 3:] + sides[:round_ % 3]
             adapters = {}
-            for ranks, threads in order:
-                s, b, e, a = train(method, ranks, threads, args, os.path.join(tmp, f"{method[:3]}-{ranks}-{round_}.gguf"))
-                adapters[ranks] = a
-                if ranks == 1:
-                    one.append(s)
-                else:
-                    two.append(s)
+            for name, ranks, threads, micro in sides:
+                s, b, e, a = train(method, ranks, threads, args, os.path.join(tmp, f"{method[:3]}-{name}-{round_}.gguf"), micro)
+                adapters[name] = a
+                {"one": one, "two": two, "whole": whole}[name].append(s)
+                if name == "two":
                     sent = b
                     exchange.append(e)
-            same = same and adapters[1] == adapters[2]
-        t1, t2 = statistics.median(one), statistics.median(two)
+            same = same and adapters["one"] == adapters["two"]
+        t1, t2, tw = statistics.median(one), statistics.median(two), statistics.median(whole)
         ex = statistics.median(exchange)
-        rows.append((method, t1, t2, sent, ex, same))
+        rows.append((method, t1, t2, tw, sent, ex, same))
 
-    print("| method | 1 rank x 2 threads | 2 ranks x 1 thread | ratio | bytes sent per step per rank | exchange per step (rank 0) | same adapter |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for method, t1, t2, sent, ex, same in rows:
-        print(f"| {method} | {1 / t1:.3f} steps/s | {1 / t2:.3f} steps/s | {t1 / t2:.3f} | {sent} | {ex * 1e3:.2f} ms | {'yes' if same else 'NO'} |")
+    print(f"| method | 1 rank x 2 threads, micro-batches of {args.micro_batch} | 2 ranks x 1 thread | 2x1 / 1x2 | "
+          f"1 rank x 2 threads, one pass of {args.batch} | 2x1 / that | bytes sent per step per rank | exchange per step (rank 0) | same adapter as 1x2 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for method, t1, t2, tw, sent, ex, same in rows:
+        print(f"| {method} | {1 / t1:.3f} steps/s | {1 / t2:.3f} steps/s | {t1 / t2:.3f} | {1 / tw:.3f} steps/s | {tw / t2:.3f} | "
+              f"{sent} | {ex * 1e3:.2f} ms | {'yes' if same else 'NO'} |")
 
     # Projection: N machines of this kind, one rank each with 2 threads. A step's compute on
     # one rank with 2 threads is t1 (the whole batch); N ranks share its micro-batches, so a
@@ -122,7 +124,7 @@ def main():
     header = "| method | " + " | ".join(f"N = {n}" for n in (2, 4, 8, 16)) + " |"
     print(header)
     print("| --- |" + " --- |" * 4)
-    for method, t1, t2, sent, ex, same in rows:
+    for method, t1, t2, tw, sent, ex, same in rows:
         # A message: a status byte, then 16 bytes per point for each of the rank's micro-batch slots.
         per_slot = (sent - 1) / -(-units // 2)
         cells = []

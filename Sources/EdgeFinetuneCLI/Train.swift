@@ -211,7 +211,8 @@ struct Train: ParsableCommand {
             var shared = false
             if let e = error as? TrainingError {
                 switch e {
-                case .distributed, .nonFiniteLoss, .nonFiniteUpdate, .optimizer: shared = RankSignals.started
+                case .distributed: shared = true
+                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: shared = RankSignals.started
                 default: break
                 }
             }
@@ -221,6 +222,7 @@ struct Train: ParsableCommand {
                 throw ExitCode.failure
             }
             warn("Error: rank \(mpi.rank): \(error)")
+            RankSignals.step(-1)
             mpi.abort(code: 1)
         }
     }
@@ -423,7 +425,12 @@ enum RankSignals {
         }
     }
 
+    /// The line for step `s` (0: before training; -1: none, this rank is ending the run itself).
     static func step(_ s: Int) {
+        if s < 0 {
+            length = 0
+            return
+        }
         let text = s == 0
             ? "Error: rank \(rank): stopped by mpirun before training (another rank ended; mpirun names it)\n"
             : "Error: rank \(rank): stopped by mpirun at step \(s) (another rank ended; mpirun names it)\n"

@@ -25,7 +25,7 @@ public enum MPIError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unavailable(let ranks, let reason):
-            return "started by mpirun as one of \(ranks) ranks, but Open MPI's libmpi.so.40 could not be loaded (\(reason)); install Open MPI (Debian: apt-get install openmpi-bin libopenmpi-dev; scripts/setup does), or run without mpirun for one process"
+            return "started by mpirun as one of \(ranks) ranks, but Open MPI's library (libmpi.so.40) could not be loaded (\(reason)); install Open MPI (Debian: apt-get install openmpi-bin libopenmpi-dev; scripts/setup does), or run without mpirun for one process"
         case .call(let name, let code):
             return "\(name) failed with MPI error \(code)"
         }
@@ -68,7 +68,8 @@ public final class MPICollective: Collective {
     }
 
     /// Joins the ranks when started by mpirun: nil when not, the collective when Open MPI
-    /// loads, and an error saying how to get it when it does not.
+    /// loads, and an error saying how to get it when it does not. EDGE_FINETUNE_LIBMPI names
+    /// the library to load instead of libmpi.so.40 (an Open MPI installed elsewhere).
     public static func join() throws(MPIError) -> MPICollective? {
         guard let ranks = launchedRanks else { return nil }
         guard getenv("OMPI_COMM_WORLD_SIZE") != nil else {
@@ -77,7 +78,8 @@ public final class MPICollective: Collective {
         // RTLD_GLOBAL: Open MPI's own components, which it dlopens, resolve symbols of libmpi.
         var handle: UnsafeMutableRawPointer?
         var reasons = [String]()
-        for name in ["libmpi.so.40", "libmpi.so"] {
+        let names = getenv("EDGE_FINETUNE_LIBMPI").map { [String(cString: $0)] } ?? ["libmpi.so.40", "libmpi.so"]
+        for name in names {
             handle = dlopen(name, RTLD_NOW | RTLD_GLOBAL)
             if handle != nil { break }
             reasons.append(dlerror().map { String(cString: $0) } ?? name)
@@ -136,11 +138,11 @@ public final class MPICollective: Collective {
         let tag: Int32 = 17
         for peer in 0..<size where peer != rank {
             let code = irecv(receive + peer * n, Int32(n), byte, Int32(peer), tag, world, requests + peer)
-            guard code == 0 else { throw .rankLost("rank \(rank): MPI_Irecv failed with MPI error \(code) at step \(step)") }
+            guard code == 0 else { throw .rankLost("MPI_Irecv failed with MPI error \(code) at step \(step)") }
         }
         for peer in 0..<size where peer != rank {
             let code = isend(send, Int32(n), byte, Int32(peer), tag, world, requests + size + peer)
-            guard code == 0 else { throw .rankLost("rank \(rank): MPI_Isend failed with MPI error \(code) at step \(step)") }
+            guard code == 0 else { throw .rankLost("MPI_Isend failed with MPI error \(code) at step \(step)") }
             bytesSent += n
         }
         // Poll every transfer until all are done or the deadline passes.
@@ -151,7 +153,7 @@ public final class MPICollective: Collective {
             for i in pending {
                 var done: Int32 = 0
                 let code = test(requests + i, &done, nil)
-                guard code == 0 else { throw .rankLost("rank \(rank): MPI_Test failed with MPI error \(code) at step \(step)") }
+                guard code == 0 else { throw .rankLost("MPI_Test failed with MPI error \(code) at step \(step)") }
                 if done != 0 { pending.remove(i) }
             }
             if pending.isEmpty { break }
@@ -160,7 +162,7 @@ public final class MPICollective: Collective {
                 if now() > deadline {
                     let silent = pending.filter { $0 < size }.sorted()
                     let who = silent.isEmpty ? "ranks \(Set(pending.map { $0 - size }).sorted())" : "rank(s) \(silent.map(String.init).joined(separator: ", "))"
-                    throw .rankLost("rank \(rank): no answer from \(who) within \(Int(timeoutSeconds)) s \(step < 0 ? "in a held-out evaluation" : "at step \(step)"); ending the run")
+                    throw .rankLost("no answer from \(who) within \(Int(timeoutSeconds)) s \(step < 0 ? "in a held-out evaluation" : "at step \(step)"); ending the run")
                 }
                 usleep(50)
             }

@@ -132,6 +132,19 @@ struct MPITests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/a.gguf"), "nothing is written by a run that did not start")
     }
 
+    /// Started by mpirun, but Open MPI's library cannot be loaded: refused with how to get it.
+    @Test func aMissingOpenMPILibraryIsRefusedWithHowToGetIt() throws {
+        let dir = makeTemporaryDirectory("mpi-missing")
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_COMM_WORLD_SIZE"] = "2"
+        env["OMPI_COMM_WORLD_RANK"] = "0"
+        env["EDGE_FINETUNE_LIBMPI"] = dir + "/libmpi-absent.so.40"
+        let r = try runCLI(textualInversion(dir + "/a.gguf"), environment: env)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("one of 2 ranks") && r.stderr.contains("apt-get install openmpi-bin libopenmpi-dev"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+    }
+
     /// Started by an mpirun that is not Open MPI's (MPICH sets PMI_SIZE): refused with how to get Open MPI.
     @Test func anotherMPIIsRefusedWithHowToGetOpenMPI() throws {
         let dir = makeTemporaryDirectory("mpi-other")
