@@ -17,6 +17,9 @@ struct Train: ParsableCommand {
             leaves the model frozen; the training text uses the new tokens literally. qzo trains
             the block scales of the int4 weights; their 4-bit codes never change. Both can run
             together (--method qzo,textual-inversion). The data is JSONL as for `eval`.
+            Under `mpirun -np N` (Open MPI), N ranks train one model: each measures its share of
+            every step's micro-batches and the ranks exchange only loss sums; the adapter is the
+            one a single process gives with the same --batch and --micro-batch.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -432,8 +435,8 @@ enum RankSignals {
             return
         }
         let text = s == 0
-            ? "Error: rank \(rank): stopped by mpirun before training (another rank ended; mpirun names it)\n"
-            : "Error: rank \(rank): stopped by mpirun at step \(s) (another rank ended; mpirun names it)\n"
+            ? "Error: rank \(rank): stopped by mpirun before training (another rank ended, or mpirun was interrupted)\n"
+            : "Error: rank \(rank): stopped by mpirun at step \(s) (another rank ended, or mpirun was interrupted)\n"
         let bytes = Array(text.utf8.prefix(255))
         length = 0
         bytes.withUnsafeBufferPointer { b in

@@ -41,23 +41,29 @@ final class ThreadRanks: @unchecked Sendable {
 
     /// Runs `body` on every rank, each on its own thread, and returns their results in rank order.
     func run<T>(_ body: @escaping @Sendable (Rank) -> T) -> [T] {
-        var results = [T?](repeating: nil, count: size)
-        let lock = NSLock()
+        let results = RankResults<T>(size)
         let group = DispatchGroup()
         for r in 0..<size {
-            let rank = Rank(self, r)
+            nonisolated(unsafe) let rank = Rank(self, r)
             group.enter()
             Thread.detachNewThread {
                 let value = body(rank)
-                lock.lock()
-                results[r] = value
-                lock.unlock()
+                results.lock.lock()
+                results.values[r] = value
+                results.lock.unlock()
                 group.leave()
             }
         }
         group.wait()
-        return results.map { $0! }
+        return results.values.map { $0! }
     }
+}
+
+/// What each rank's thread returned.
+final class RankResults<T>: @unchecked Sendable {
+    let lock = NSLock()
+    var values: [T?]
+    init(_ n: Int) { values = Array(repeating: nil, count: n) }
 }
 
 /// Loss sums whose order of addition shows in the result: doubles of very different sizes.
@@ -102,7 +108,7 @@ func unitSums(_ u: Int, width: Int) -> [LossSum] {
                 }
                 return "no error"
             } catch {
-                return error.description
+                return "\(error)"
             }
         }
         for (r, m) in messages.enumerated() {
@@ -117,7 +123,7 @@ func unitSums(_ u: Int, width: Int) -> [LossSum] {
                 try rank.checkAgreement([("the model file", "m"), ("the training data", rank.rank == 2 ? "other" : "d")])
                 return "agreed"
             } catch {
-                return error.description
+                return "\(error)"
             }
         }
         #expect(outcomes.allSatisfy { $0.hasPrefix("rank 2 and rank 0 differ in the training data") }, "\(outcomes)")
