@@ -150,7 +150,8 @@ public final class TrainingRun {
             let request = MemoryRequest(
                 budget: budget, config: m.config, fileBytes: m.file.fileSize,
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
-                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
+                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count,
+                batchSize: min(settings.batchSize, o.microBatchLimit ?? .max),
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
@@ -394,9 +395,4 @@ func fileDigest(_ path: String) throws(TrainingError) -> String {
     } catch {
         throw .file(error)
     }
-}
-
-/// Held-out NLL with the new-token rows of `extra`.
-func heldOutNLL(_ e: Evaluator, _ held: [Example], _ extra: ExtraTokens) throws(TrainingError) -> Double {
-    do { return try e.evaluate(held, extra: extra).nll } catch { throw .model(error) }
 }
