@@ -277,7 +277,7 @@ struct Train: ParsableCommand {
         o.resume = resume
         o.extraIdentity = ["optimizer_options": opt.joined(separator: " ")]
         o.microBatchLimit = microBatch ?? (collective.size > 1 ? (batch + collective.size - 1) / collective.size : nil)
-        if optimizer != "zo-sgd" { o.agreement = [("the optimizer plugin", try pluginDigest(optimizer))] }
+        if collective.size > 1, optimizer != "zo-sgd" { o.agreement = [("the optimizer plugin", try pluginDigest(optimizer))] }
         // What a plugin may allocate through the host: the run's budget at most (the planner
         // then counts what it did allocate, and refuses a plan that no longer fits).
         var modelInfo = stat()
