@@ -8,6 +8,7 @@
 //   Quant       one table of block formats (Q4_0 … Q8_0, the K-quants, F16, BF16, F32) and their kernels
 //   Model       tokenizers (BPE, SentencePiece), chat templates, architectures (llama, qwen2, gemma3), forward pass, sampling
 //   ZerothOrder perturbations, estimators, trainable sets, optimizers, training loop, memory planner
+//   MPICollective the ranks of a data-parallel run under mpirun (Open MPI, loaded at run time)
 //   PluginHost  loads optimizer plugins through the C ABI (COptimizerABI)
 //   edge-finetune (EdgeFinetuneCLI) the command line, the only place that parses flags or exits
 import PackageDescription
@@ -68,6 +69,10 @@ let package = Package(
         .target(name: "ZerothOrder", dependencies: ["GGUF", "Quant", "Model", "COpenBLAS", "CLZ4"],
                 swiftSettings: cpuSettings),
 
+        // Data-parallel training under mpirun: Open MPI loaded at run time (dlopen), so
+        // building needs no MPI and a build without it runs single-process.
+        .target(name: "MPICollective", dependencies: ["ZerothOrder"]),
+
         // The optimizer plugin ABI (one C header) and the host that loads plugins through it.
         .target(name: "COptimizerABI"),
         .target(name: "PluginHost", dependencies: ["COptimizerABI", "CFFI", "GGUF", "Quant", "ZerothOrder"],
@@ -84,7 +89,7 @@ let package = Package(
         .executableTarget(
             name: "EdgeFinetuneCLI",
             dependencies: [
-                "CPUFeatures", "GGUF", "Quant", "Model", "ZerothOrder", "PluginHost",
+                "CPUFeatures", "GGUF", "Quant", "Model", "ZerothOrder", "MPICollective", "PluginHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cliCPUSettings),

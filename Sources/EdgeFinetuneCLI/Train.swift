@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import GGUF
 import Model
+import MPICollective
 import PluginHost
 import Quant
 import ZerothOrder
@@ -16,6 +17,9 @@ struct Train: ParsableCommand {
             leaves the model frozen; the training text uses the new tokens literally. qzo trains
             the block scales of the int4 weights; their 4-bit codes never change. Both can run
             together (--method qzo,textual-inversion). The data is JSONL as for `eval`.
+            Under `mpirun -np N` (Open MPI), N ranks train one model: each measures its share of
+            every step's micro-batches and the ranks exchange only loss sums; the adapter is the
+            one a single process gives with the same --batch and --micro-batch.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -124,6 +128,12 @@ struct Train: ParsableCommand {
     @Flag(name: .long, help: "Continue from the newest valid checkpoint in --checkpoint-dir.")
     var resume = false
 
+    @Option(name: .long, help: "Examples per forward pass at most (default: as many as the memory plan allows; under mpirun with N ranks at most ceil(batch/N), so every rank has work). N ranks give the same adapter as one process with the same --micro-batch.")
+    var microBatch: Int?
+
+    @Option(name: .long, help: "Under mpirun: seconds a rank waits for the others at one exchange before ending the run.")
+    var rankTimeout: Double = 600
+
     @Flag(name: .long, help: "Keep the adapter of the best held-out evaluation: --out is written whenever the held-out NLL improves (from the start, step 0), not at the end. Needs --eval-data or --eval-fraction.")
     var keepBest = false
 
@@ -176,6 +186,10 @@ struct Train: ParsableCommand {
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
         guard (1...65536).contains(teacherTopK) else { throw ValidationError("--teacher-top-k must be in 1...65536 (got \(teacherTopK))") }
+        if let microBatch { guard (1...Self.maximumBatch).contains(microBatch) else {
+            throw ValidationError("--micro-batch must be in 1...\(Self.maximumBatch) (got \(microBatch))")
+        } }
+        guard rankTimeout.isFinite, rankTimeout > 0 else { throw ValidationError("--rank-timeout must be a positive number of seconds (got \(rankTimeout))") }
         guard (1...Self.maximumSteps).contains(checkpointEvery) else {
             throw ValidationError("--checkpoint-every must be in 1...\(Self.maximumSteps) (got \(checkpointEvery))")
         }
@@ -185,6 +199,40 @@ struct Train: ParsableCommand {
     var curvePath: String { out.hasSuffix(".gguf") ? String(out.dropLast(5)) + ".svg" : out + ".svg" }
 
     func run() throws {
+        // Under mpirun this process is one rank of the run; only rank 0 prints and writes.
+        let mpi: MPICollective?
+        do { mpi = try MPICollective.join() } catch { throw ValidationErrorText(error.description) }
+        guard let mpi else { return try train(SingleProcess()) }
+        mpi.timeoutSeconds = rankTimeout
+        RankSignals.install(rank: mpi.rank)
+        do {
+            try train(mpi)
+            mpi.finalize()
+        } catch {
+            // Errors every rank has (a failed step carried to all, disagreeing ranks, a
+            // non-finite loss) print once, on rank 0; one rank's own error ends every rank.
+            var shared = false
+            if let e = error as? TrainingError {
+                switch e {
+                case .distributed: shared = true
+                case .nonFiniteLoss, .nonFiniteUpdate, .optimizer: shared = RankSignals.started
+                default: break
+                }
+            }
+            if shared {
+                mpi.finalize()
+                if mpi.rank == 0 { throw error }
+                throw ExitCode.failure
+            }
+            warn("Error: rank \(mpi.rank): \(error)")
+            RankSignals.step(-1)
+            mpi.abort(code: 1)
+        }
+    }
+
+    func train(_ collective: Collective) throws {
+        let lead = collective.rank == 0
+        let note: (String) -> Void = lead ? warn : { _ in }
         // Nothing the user has is overwritten, and an unwritable output is found before step 1.
         var inputs = [NamedFile("--model", model.model), NamedFile("--data", data)]
         if let evalData { inputs.append(NamedFile("--eval-data", evalData)) }
@@ -228,18 +276,22 @@ struct Train: ParsableCommand {
         o.checkpointEvery = checkpointEvery
         o.resume = resume
         o.extraIdentity = ["optimizer_options": opt.joined(separator: " ")]
+        o.microBatchLimit = microBatch ?? (collective.size > 1 ? (batch + collective.size - 1) / collective.size : nil)
+        if collective.size > 1, optimizer != "zo-sgd" { o.agreement = [("the optimizer plugin", try pluginDigest(optimizer))] }
         // What a plugin may allocate through the host: the run's budget at most (the planner
         // then counts what it did allocate, and refuses a plan that no longer fits).
         var modelInfo = stat()
         let pluginCap = budget.bytes ?? (stat(model.model, &modelInfo) == 0 ? Int(modelInfo.st_size) : 0) + TrainingRun.defaultBudgetMargin
-        let run = try TrainingRun(o, makeOptimizer: { groups in
+        let run = try TrainingRun(o, collective: collective, makeOptimizer: { groups in
             // A plugin, or the built-in ZO-SGD.
             if optimizer == "zo-sgd" { return try ZOSGD.make(groupSizes: groups.map(\.count), options: opt) }
             return try PluginHost.load(optimizer).makeOptimizer(options: opt, groups: groups, memoryBudget: pluginCap)
-        }, note: warn)
+        }, note: note)
+        RankSignals.started = true
 
         /// Writes the adapter as it is after `step`, with the held-out NLL measured there.
         func writeAdapter(step: Int, heldOut: Double?) throws {
+            guard lead else { return }
             var settings: [String: Any] = [
                 "method": method, "steps": steps, "batch": batch, "lr": Double(o.settings.learningRate),
                 "eps": Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
@@ -252,8 +304,8 @@ struct Train: ParsableCommand {
         }
 
         let initialEval = try run.evaluate()
-        if let initialEval { warn("held-out NLL before training: \(fixed(initialEval))") }
-        let log = try logJson.map { try JSONLog(path: $0) }
+        if let initialEval { note("held-out NLL before training: \(fixed(initialEval))") }
+        let log = try logJson.flatMap { lead ? try JSONLog(path: $0) : nil }
         if let initialEval { try log?.writeInitial(evalNLL: initialEval) }
         var progress = ProgressDisplay(total: steps, first: run.nextStep)
         var records = [StepRecord]()
@@ -262,7 +314,7 @@ struct Train: ParsableCommand {
         // from the adapter it wrote before (the steps it replays give the same evaluations).
         var best: (step: Int, nll: Double)?
         if keepBest, let initialEval {
-            if resume, let recorded = Adapter.recordedEvaluation(atPath: out), recorded.step < run.nextStep {
+            if resume, let recorded = try recordedEvaluation(collective, lead: lead), recorded.step < run.nextStep {
                 best = (recorded.step, recorded.heldOutNLL)
             } else {
                 best = (run.nextStep - 1, initialEval)
@@ -270,10 +322,14 @@ struct Train: ParsableCommand {
             }
         }
         var lastStep = run.nextStep - 1
+        var exchanges = [(bytes: Int, seconds: Double)]()
         while !run.isFinished {
+            RankSignals.step(run.nextStep)
             let record: StepRecord
+            let (sent, waited) = (collective.bytesSent, collective.secondsExchanging)
             do {
                 record = try run.step()
+                exchanges.append((collective.bytesSent - sent, collective.secondsExchanging - waited))
             } catch {
                 // Keep what was learned up to the last good step (with --keep-best, the best one is on disk).
                 switch error {
@@ -292,9 +348,10 @@ struct Train: ParsableCommand {
                 }
             }
             try log?.write(record, lr: o.settings.learningRate)
-            progress.update(record, lastEval: lastEval)
+            if lead { progress.update(record, lastEval: lastEval) }
         }
-        progress.finish()
+        if lead { progress.finish() }
+        guard lead else { return }
 
         if !keepBest { try writeAdapter(step: lastStep, heldOut: records.last?.evalLoss) }
         let seconds = (clock.now - started).seconds
@@ -303,6 +360,13 @@ struct Train: ParsableCommand {
         var summary = [["adapter", out], ["loss curve", curve],
                        ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(records.count) / seconds)],
                        ["peak RSS", megabytes(peakRSS())]]
+        if collective.size > 1 {
+            // Medians over the steps: a step with a held-out evaluation exchanges more.
+            let bytes = exchanges.map(\.bytes).sorted(), seconds = exchanges.map(\.seconds).sorted()
+            summary.append(["ranks", String(format: "%d, %d bytes sent per step by rank 0, %.2f ms per step in the exchange (medians)",
+                                            collective.size, bytes.isEmpty ? 0 : bytes[bytes.count / 2],
+                                            seconds.isEmpty ? 0 : 1e3 * seconds[seconds.count / 2])])
+        }
         if let initialEval, let lastEval {
             summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
         }
@@ -313,6 +377,72 @@ struct Train: ParsableCommand {
             summary.insert(["train loss", "\(fixed(first.loss)) → \(fixed(last.loss)) (step \(first.step) → \(last.step))"], at: 0)
         }
         print(table(summary))
+    }
+}
+
+extension Train {
+    /// --keep-best on resume: the evaluation recorded in the adapter rank 0 wrote before,
+    /// sent to every rank (they must take the same decisions and only rank 0 can read --out).
+    private func recordedEvaluation(_ collective: Collective, lead: Bool) throws -> (step: Int, heldOutNLL: Double)? {
+        let mine = lead ? Adapter.recordedEvaluation(atPath: out) : nil
+        guard collective.size > 1 else { return mine }
+        var bytes = [UInt8](repeating: 0, count: 17)
+        if let mine {
+            bytes[0] = 1
+            withUnsafeBytes(of: Int64(mine.step).littleEndian) { bytes.replaceSubrange(1..<9, with: $0) }
+            withUnsafeBytes(of: mine.heldOutNLL.bitPattern.littleEndian) { bytes.replaceSubrange(9..<17, with: $0) }
+        }
+        let first = try collective.allgather(bytes, step: 0)[0]
+        guard first[0] == 1 else { return nil }
+        let step = first[1..<9].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let nll = first[9..<17].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return (Int(Int64(bitPattern: step)), Double(bitPattern: nll))
+    }
+}
+
+/// SHA-256 of the optimizer plugin's file, for the ranks' agreement check.
+func pluginDigest(_ optimizer: String) throws -> String {
+    let path = try PluginHost.resolve(optimizer)
+    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationErrorText("cannot read the optimizer plugin \(path)") }
+    var h = SHA256()
+    h.update(Array(data))
+    return SHA256.hexString(h.finalize())
+}
+
+/// Under mpirun: the line a rank leaves when mpirun stops it because another rank ended.
+/// The message is formatted before each step, so the handler only writes it.
+enum RankSignals {
+    /// Set once the ranks have agreed and training has started.
+    nonisolated(unsafe) static var started = false
+    nonisolated(unsafe) private static var rank = 0
+    nonisolated(unsafe) private static let line = UnsafeMutablePointer<CChar>.allocate(capacity: 256)
+    nonisolated(unsafe) private static var length = 0
+
+    static func install(rank r: Int) {
+        rank = r
+        step(0)
+        signal(SIGTERM) { _ in
+            // Only rank 0 prints, as for every other message of a run.
+            if RankSignals.rank == 0 { _ = write(STDERR_FILENO, RankSignals.line, RankSignals.length) }
+            _exit(1)
+        }
+    }
+
+    /// The line for step `s` (0: before training; -1: none, this rank is ending the run itself).
+    static func step(_ s: Int) {
+        if s < 0 {
+            length = 0
+            return
+        }
+        let text = s == 0
+            ? "Error: rank \(rank): stopped by mpirun before training (another rank ended, or mpirun was interrupted)\n"
+            : "Error: rank \(rank): stopped by mpirun at step \(s) (another rank ended, or mpirun was interrupted)\n"
+        let bytes = Array(text.utf8.prefix(255))
+        length = 0
+        bytes.withUnsafeBufferPointer { b in
+            for (i, c) in b.enumerated() { line[i] = CChar(bitPattern: c) }
+        }
+        length = bytes.count
     }
 }
 

@@ -230,14 +230,19 @@ public final class CheckpointStore {
     private let lockDescriptor: Int32
 
     /// Opens (creating it if needed) and locks `directory` for the run named `run`.
-    /// Fails when another process holds the lock.
-    public init(directory: String, run: String = "") throws(TrainingError) {
+    /// Fails when another process holds the lock. `locking: false` opens it only to read
+    /// (the other ranks of a data-parallel run, whose rank 0 holds the lock and writes).
+    public init(directory: String, run: String = "", locking: Bool = true) throws(TrainingError) {
         self.directory = directory
         self.run = run
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw .checkpoint(path: directory, message: "cannot create the checkpoint directory (\(error.localizedDescription))")
+        }
+        guard locking else {
+            lockDescriptor = -1
+            return
         }
         let lockPath = directory + "/.lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
@@ -255,7 +260,7 @@ public final class CheckpointStore {
         lockDescriptor = fd
     }
 
-    deinit { close(lockDescriptor) }
+    deinit { if lockDescriptor >= 0 { close(lockDescriptor) } }
 
     private var prefix: String { run.isEmpty ? "checkpoint-" : "checkpoint-\(run)-" }
 

@@ -95,6 +95,10 @@ public enum TrainingError: Error, CustomStringConvertible {
     case adapter(path: String, message: String)
     case checkpoint(path: String, message: String)
     case interrupted(step: Int)
+    /// A data-parallel run's ranks disagree or one of them failed (every rank throws the same).
+    case distributed(String)
+    /// Another rank stopped answering (only this rank knows; the run must be aborted).
+    case rankLost(String)
 
     public var description: String {
         switch self {
@@ -110,6 +114,8 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .adapter(let path, let message): return "\(path): \(message)"
         case .checkpoint(let path, let message): return "\(path): \(message)"
         case .interrupted(let step): return "interrupted at step \(step)"
+        case .distributed(let s): return s
+        case .rankLost(let s): return s
         }
     }
 }

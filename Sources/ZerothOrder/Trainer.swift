@@ -65,6 +65,8 @@ public final class Trainer {
     public let evaluate: (() throws(TrainingError) -> Double)?
     /// The next step to run (1-based).
     public private(set) var step = 1
+    /// The ranks sharing each step's micro-batches (one process unless set).
+    public var collective: Collective = SingleProcess()
 
     public init(objective: Objective, optimizer: Optimizer, settings: TrainingSettings, train: [Example],
                 subspace: SubspaceGradient? = nil, evaluate: (() throws(TrainingError) -> Double)? = nil) throws(TrainingError) {
@@ -180,14 +182,16 @@ public final class Trainer {
             points.append(.unperturbed)
             for seed in seeds { points.append(PerturbedPoint(seed: seed, sign: 1)) }
         }
+        // Each micro-batch's sums start from zero wherever it runs (this rank measures its
+        // share of them) and are added in micro-batch order: the same bits on any number of ranks.
         let batch = batchIndices(step: s).map { train[$0] }
-        var sums = [LossSum](repeating: LossSum(), count: points.count)
-        var begin = 0
-        while begin < batch.count {
-            let micro = Array(batch[begin..<min(batch.count, begin + settings.microBatchSize)])
-            try objective.accumulateLosses(at: points, epsilon: settings.epsilon, shape: shape, examples: micro, into: &sums)
-            begin += settings.microBatchSize
+        let m = settings.microBatchSize
+        let measure = { (u: Int) throws(TrainingError) -> [LossSum] in
+            let micro = Array(batch[(u * m)..<min(batch.count, u * m + m)])
+            return try self.objective.lossSums(at: points, epsilon: self.settings.epsilon, shape: shape, examples: micro)
         }
+        let units = try collective.gatherLossSums(units: (batch.count + m - 1) / m, width: points.count, step: s, measure)
+        let sums = combineInOrder(units, width: points.count)
         let losses = sums.map(\.nll)
         let meanLoss = losses.reduce(0, +) / Double(losses.count)
         guard losses.allSatisfy({ $0.isFinite }) else {

@@ -63,6 +63,12 @@ public struct TrainingRunOptions: Sendable {
     /// Flags that fix the trajectory besides the ones above (e.g. the optimizer's options):
     /// they go into checkpoints, and a resume must match them.
     public var extraIdentity: [String: String] = [:]
+    /// Examples per forward pass at most (the memory plan may choose fewer). A data-parallel
+    /// run and a one-process run with the same micro-batch size give the same adapter.
+    public var microBatchLimit: Int?
+    /// Digests the ranks of a data-parallel run must agree on besides the model, the data and
+    /// the flags (e.g. the optimizer plugin's file), with what each names.
+    public var agreement: [(name: String, digest: String)] = []
 
     public init(modelPath: String, dataPath: String, method: TrainingMethod) {
         self.modelPath = modelPath
@@ -86,6 +92,8 @@ public final class TrainingRun {
     public let base: (name: String, sha256: String)
     /// Flags that must match to resume, stored in checkpoints.
     public let identity: [String: String]
+    /// The ranks this run's steps and evaluations are shared by.
+    public let collective: Collective
     private let store: CheckpointStore?
     private let evaluateNow: (() throws(TrainingError) -> Double)?
     private let makeAdapter: () -> Adapter
@@ -93,9 +101,10 @@ public final class TrainingRun {
 
     /// Sets the run up. `makeOptimizer` builds the optimizer for the trainable groups (name
     /// and size of each, in order); `note` receives one-line progress notes.
-    public init(_ o: TrainingRunOptions, makeOptimizer: ([(name: String, count: Int)]) throws -> Optimizer,
-                note: (String) -> Void) throws {
+    public init(_ o: TrainingRunOptions, collective: Collective = SingleProcess(),
+                makeOptimizer: ([(name: String, count: Int)]) throws -> Optimizer, note: (String) -> Void) throws {
         options = o
+        self.collective = collective
         var settings = o.settings
         let newTokens = o.method.textualInversion?.newTokens ?? []
         // New tokens join the vocabulary as the model loads: one tokenizer in memory.
@@ -141,7 +150,8 @@ public final class TrainingRun {
             let request = MemoryRequest(
                 budget: budget, config: m.config, fileBytes: m.file.fileSize,
                 largestLayerBytes: m.layerBytes.max() ?? 0, outputRowBytes: m.output.info.type.rowBytes(m.config.dim)!,
-                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count, batchSize: settings.batchSize,
+                vocabularyEntries: m.tokenizer.count + m.tokenizer.vocabulary.merges.count,
+                batchSize: min(settings.batchSize, o.microBatchLimit ?? .max),
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
@@ -155,7 +165,7 @@ public final class TrainingRun {
             note("memory plan\(o.memoryBudget == nil ? " (default budget: the model file plus 40 MB)" : ""): \(plan!.description)")
         }
         self.plan = plan
-        settings.microBatchSize = plan?.microBatchSize ?? settings.batchSize
+        settings.microBatchSize = min(plan?.microBatchSize ?? settings.batchSize, o.microBatchLimit ?? .max)
         let tileRows = plan?.tileRows ?? RunState.tileRows
         let streamer = plan?.streaming == true ? WeightStreamer(model: m) : nil
         if streamer != nil {
@@ -194,8 +204,13 @@ public final class TrainingRun {
                                       maxPoints: points, contextLength: context, tileRows: tileRows, newTokens: rows)
             qzo.weights = streamer
             objective = qzo
+            // Held-out passes as QuantScales packs them, shared by the ranks, added in order.
+            let passes = greedyGroups(held, capacity: microBatchTokens)
             evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: held)[0].nll
+                let units = try collective.gatherLossSums(units: passes.count, width: 1, step: -1) { u throws(TrainingError) in
+                    try qzo.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: Array(held[passes[u]]))
+                }
+                return combineInOrder(units, width: 1)[0].nll
             }
             makeAdapter = {
                 var a = Adapter(method: rows == nil ? ["qzo"] : ["qzo", "textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
@@ -221,8 +236,20 @@ public final class TrainingRun {
             rows = ti.rows
             objective = ti
             let evaluator = ti.evaluator
+            // Held-out passes as the evaluator packs them, shared by the ranks; the per-example
+            // sums are added in example order, as `Evaluator.evaluate` does.
+            let passes = greedyGroups(held, capacity: evaluator.state.capacity)
+            let widest = passes.map(\.count).max() ?? 0
             evaluateNow = held.isEmpty ? nil : { () throws(TrainingError) -> Double in
-                try heldOutNLL(evaluator, held, ti.currentExtraTokens())
+                let units = try collective.gatherLossSums(units: passes.count, width: widest, step: -1) { u throws(TrainingError) in
+                    var perExample: [LossSum]
+                    do throws(ModelError) { perExample = try evaluator.perExample(Array(held[passes[u]]), extra: ti.currentExtraTokens()) } catch { throw .model(error) }
+                    perExample += Array(repeating: LossSum(), count: widest - perExample.count)
+                    return perExample
+                }
+                var total = LossSum()
+                for (u, unit) in units.enumerated() { for sum in unit.prefix(passes[u].count) { total = total + sum } }
+                return total.nll
             }
             subspaceGradient = o.subspace.map {
                 SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold,
@@ -246,6 +273,7 @@ public final class TrainingRun {
         precondition(objective.parameters.groups.map(\.count) == layout.map(\.count), "group layout mismatch")
         trainer = try Trainer(objective: objective, optimizer: optimizer, settings: settings, train: train,
                               subspace: subspaceGradient, evaluate: evaluateNow)
+        trainer.collective = collective
 
         // Checkpoints: the flags that fix the trajectory must match to resume. The data is
         // identified by the digest of its content, so a changed file at the same path does
@@ -273,7 +301,8 @@ public final class TrainingRun {
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
         let run = TrainingRun.runDigest(identity)
-        store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0, run: run) }
+        // Rank 0 locks and writes the checkpoints; the other ranks only read them to resume.
+        store = try o.checkpointDirectory.map { try CheckpointStore(directory: $0, run: run, locking: collective.rank == 0) }
         if o.resume, let store {
             if let c = store.loadNewest(into: trainer.groups, warn: note) {
                 for (key, value) in identity.sorted(by: { $0.key < $1.key }) where c.identity[key] != value {
@@ -293,6 +322,24 @@ public final class TrainingRun {
                 note("no valid checkpoint of this run in \(store.directory); starting from step 1")
             }
         }
+        // The ranks of a data-parallel run must agree on everything that fixes the trajectory.
+        if collective.size > 1 {
+            var flags = identity.filter { !["model_sha256", "data_sha256", "teacher"].contains($0.key) }
+            flags["steps"] = "\(settings.steps)"
+            flags["eval_every"] = "\(settings.evalEvery)"
+            flags["micro_batch"] = "\(settings.microBatchSize)"
+            flags["plan"] = plan.map { "\($0.tileRows) \($0.passTokens)" } ?? ""
+            var theta = SHA256()
+            for g in trainer.groups { theta.update(UnsafeRawBufferPointer(start: g.values, count: 4 * g.count)) }
+            try collective.checkAgreement([
+                ("the model file", base.sha256), ("the training data", identity["data_sha256"]!),
+                ("the held-out data", try o.evalPath.map(fileDigest) ?? ""), ("the teacher model", identity["teacher"]!),
+                ("the flags", TrainingRun.runDigest(flags)),
+            ] + o.agreement + [
+                ("the checkpoint resumed from", "\(trainer.step) \(SHA256.hexString(theta.finalize()))"),
+            ])
+            note("\(collective.size) ranks share each step's \((settings.batchSize + settings.microBatchSize - 1) / settings.microBatchSize) micro-batch(es) of up to \(settings.microBatchSize) example(s)")
+        }
         note(describeMethod)
         note("\(train.count) training examples (\(held.count) held out), \(settings.steps) steps of \(settings.batchSize), \(points) forward points per step")
     }
@@ -307,7 +354,7 @@ public final class TrainingRun {
     /// Runs the next step, then saves a checkpoint when one is due.
     public func step() throws(TrainingError) -> StepRecord {
         let record = try trainer.runStep()
-        if let store, record.step % options.checkpointEvery == 0 || record.step == trainer.settings.steps {
+        if let store, collective.rank == 0, record.step % options.checkpointEvery == 0 || record.step == trainer.settings.steps {
             try store.save(trainer.checkpoint(identity: identity))
         }
         return record
@@ -348,9 +395,4 @@ func fileDigest(_ path: String) throws(TrainingError) -> String {
     } catch {
         throw .file(error)
     }
-}
-
-/// Held-out NLL with the new-token rows of `extra`.
-func heldOutNLL(_ e: Evaluator, _ held: [Example], _ extra: ExtraTokens) throws(TrainingError) -> Double {
-    do { return try e.evaluate(held, extra: extra).nll } catch { throw .model(error) }
 }
