@@ -46,6 +46,9 @@ let package = Package(
         .library(name: "zo-sgd-sign", type: .dynamic, targets: ["ZOSGDSignPlugin"]),
         .library(name: "zo-adam", type: .dynamic, targets: ["ZOAdamPlugin"]),
         .library(name: "hizoo", type: .dynamic, targets: ["HiZOOPlugin"]),
+        .library(name: "mfac", type: .dynamic, targets: ["MFACPlugin"]),
+        .library(name: "polargrad", type: .dynamic, targets: ["PolarGradPlugin"]),
+        .library(name: "lozo", type: .dynamic, targets: ["LOZOPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -79,6 +82,13 @@ let package = Package(
         .target(name: "ZOAdamPlugin", dependencies: ["COptimizerABI"], path: "Plugins/ZOAdam", publicHeadersPath: ".",
                 linkerSettings: [.linkedLibrary("m")]),
         .target(name: "HiZOOPlugin", dependencies: ["COptimizerABI"], path: "Plugins/HiZOO", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        // ABI 1.1: matrix-aware (group shapes) and plugin-chosen perturbations.
+        .target(name: "MFACPlugin", dependencies: ["COptimizerABI"], path: "Plugins/MFAC", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "PolarGradPlugin", dependencies: ["COptimizerABI"], path: "Plugins/PolarGrad", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "LOZOPlugin", dependencies: ["COptimizerABI"], path: "Plugins/LOZO", publicHeadersPath: ".",
                 linkerSettings: [.linkedLibrary("m")]),
 
         .executableTarget(
