@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
         .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "CLZ4", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["GGUF", "TestSupport"]),
-        .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
+        .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Model", "Quant", "TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each
     // thread writes a disjoint range), which Swift 6's Sendable checking cannot express.

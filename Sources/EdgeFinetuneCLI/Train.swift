@@ -303,6 +303,8 @@ struct Train: ParsableCommand {
         var summary = [["adapter", out], ["loss curve", curve],
                        ["time", String(format: "%.1f s (%.2f steps/s)", seconds, Double(records.count) / seconds)],
                        ["peak RSS", megabytes(peakRSS())]]
+        // What a plugin holds through the host's allocation counter (its moments, windows, buffers).
+        if let plugin = run.optimizer as? PluginOptimizer { summary.append(["plugin memory", "\(plugin.allocatedBytes) bytes (\(plugin.name), through the host)"]) }
         if let initialEval, let lastEval {
             summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
         }
