@@ -32,7 +32,11 @@ CONFIGS = {
     "zo-sgd": (["--optimizer", "zo-sgd"], 2),
     "mfac": (["--optimizer", "mfac"], 2),
     "mfac-damp10": (["--optimizer", "mfac", "--opt", "damp=10"], 2),
+    # The window is m floats per value: 106 MB for QZO's 3.3 M scales at m = 8, over the default budget.
+    "mfac-budget400M": (["--optimizer", "mfac", "--memory-budget", "400MB"], 2),
     "polargrad": (["--optimizer", "polargrad"], 2),
+    # ||G||_* polar(G) is about min(rows, cols) times longer than G for a noise-dominated G.
+    "polargrad-lr1e-4": (["--optimizer", "polargrad", "--lr", "1e-4"], 2),
     "lozo": (["--optimizer", "lozo"], 2),
     "hizoo": (["--optimizer", "hizoo"], 3),
     "hizoo-block64": (["--optimizer", "hizoo", "--opt", "block=64"], 3),
@@ -56,9 +60,13 @@ def main():
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--config", action="append")
+    ap.add_argument("--report", action="store_true", help="only print a markdown table of the runs made so far")
     ap.add_argument("--tag", default="", help="a subdirectory for this invocation's runs")
     ap.add_argument("--extra", default="", help="extra flags for every run, e.g. '--batch 4'")
     args = ap.parse_args()
+    if args.report:
+        report(args.task)
+        return
     out = os.path.join(ROOT, "runs", "abi11", args.task)
     if args.tag:
         out = os.path.join(out, args.tag)
@@ -115,6 +123,32 @@ def main():
             cells.append(f"{' '.join(f'{x:.1%}' for x in v):>16}")
         sps = sum(r[1] for r in results[n]) / len(results[n])
         print(f"{n:<15} " + " ".join(cells) + f" {sps:7.2f} {sps / ref:6.2f} {results[n][0][2]:>10}")
+
+
+def report(task):
+    """A markdown table of every finished run under runs/abi11/<task>/ (any tag)."""
+    import glob
+    rows = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "runs", "abi11", task, "**", "*.summary.json"), recursive=True)):
+        name, seed = os.path.basename(path).removesuffix(".summary.json").rsplit("-s", 1)
+        rows.setdefault(name, []).append((int(seed), json.load(open(path))))
+    ref = rows.get("zo-sgd")
+    ref_sps = sum(r["s_per_step"] for _, r in ref) / len(ref) if ref else None  # 2 passes a step
+    marks = sorted({int(m) for v in rows.values() for _, r in v for m in r["curve"] if int(m) > 0})
+    print("| config | seeds | " + " | ".join(f"gap closed @{m}" for m in marks) + " | s per 2 passes | vs zo-sgd | plugin memory |")
+    print("| --- | --- | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: |")
+    order = [n for n in CONFIGS if n in rows]
+    for name in order:
+        v = sorted(rows[name], key=lambda x: x[0])
+        cells = []
+        for m in marks:
+            xs = [r["curve"].get(str(m)) for _, r in v]
+            cells.append(" / ".join(f"{x:.1%}" if x is not None else "–" for x in xs))
+        # Seconds per 2 forward passes' worth of step (hizoo's steps make 3).
+        sps = sum(r["s_per_step"] for _, r in v) / len(v) * 2 / CONFIGS[name][1]
+        ratio = f"{sps / ref_sps:.2f}" if ref_sps else "–"
+        print(f"| {name} | {','.join(str(s) for s, _ in v)} | " + " | ".join(cells)
+              + f" | {sps:.2f} | {ratio} | {v[0][1]['memory']} B |")
 
 
 if __name__ == "__main__":
