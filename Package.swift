@@ -47,6 +47,9 @@ let package = Package(
         .library(name: "zo-sgd-sign", type: .dynamic, targets: ["ZOSGDSignPlugin"]),
         .library(name: "zo-adam", type: .dynamic, targets: ["ZOAdamPlugin"]),
         .library(name: "hizoo", type: .dynamic, targets: ["HiZOOPlugin"]),
+        .library(name: "mfac", type: .dynamic, targets: ["MFACPlugin"]),
+        .library(name: "polargrad", type: .dynamic, targets: ["PolarGradPlugin"]),
+        .library(name: "lozo", type: .dynamic, targets: ["LOZOPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -85,6 +88,13 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("m")]),
         .target(name: "HiZOOPlugin", dependencies: ["COptimizerABI"], path: "Plugins/HiZOO", publicHeadersPath: ".",
                 linkerSettings: [.linkedLibrary("m")]),
+        // ABI 1.1: matrix-aware (group shapes) and plugin-chosen perturbations.
+        .target(name: "MFACPlugin", dependencies: ["COptimizerABI"], path: "Plugins/MFAC", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "PolarGradPlugin", dependencies: ["COptimizerABI"], path: "Plugins/PolarGrad", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "LOZOPlugin", dependencies: ["COptimizerABI"], path: "Plugins/LOZO", publicHeadersPath: ".",
+                linkerSettings: [.linkedLibrary("m")]),
 
         .executableTarget(
             name: "EdgeFinetuneCLI",
@@ -101,7 +111,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["GGUF", "Quant", "Model", "TestSupport"]),
         .testTarget(name: "ZerothOrderTests", dependencies: ["GGUF", "Quant", "Model", "ZerothOrder", "CLZ4", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["GGUF", "TestSupport"]),
-        .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Quant", "TestSupport"]),
+        .testTarget(name: "PluginHostTests", dependencies: ["PluginHost", "COptimizerABI", "ZerothOrder", "Model", "Quant", "TestSupport"]),
     ],
     // Swift 5 mode: the kernels share raw buffers across threads by design (each
     // thread writes a disjoint range), which Swift 6's Sendable checking cannot express.

@@ -15,6 +15,12 @@
  *   ABI's definition of g says; a dense estimate from the engine replaces g, and Sigma
  *   is still updated from the directions' losses.
  *
+ * Option block = b > 1 (ADAHESSIAN's spatial averaging, Yao et al., AAAI 2021): the
+ * step's curvature term (1/n) sum_j w_j Sigma.z_j^2 is averaged over consecutive
+ * blocks of b values of a group (the last block of a group may be shorter) before it
+ * enters the moving average, so that the single-probe noise of each value's estimate
+ * is divided by about b, at the price of one curvature per block.
+ *
  * Defaults: alpha = 1e-8 (the paper's setting with lr 1e-6; alpha does not scale with
  * the learning rate), min_hessian = 1e-4 so that no value is perturbed by more than
  * 100 eps, weight_decay = 0. Needs the two-sided estimator (losses_minus finite).
@@ -33,12 +39,14 @@ enum { CHUNK = 4096 };
 typedef struct hizoo_config {
     const edge_opt_host *host;
     double alpha, min_hessian, weight_decay;
+    int64_t block;
     char message[160];
 } hizoo_config;
 
 typedef struct hizoo_instance {
     const edge_opt_host *host;
     float alpha, min_hessian, weight_decay;
+    uint64_t block;         /* values per block of the curvature average (1: none) */
     uint32_t group_count;
     uint64_t *group_counts; /* (group_count) */
     float **sigma;          /* (group_count) -> (group_counts[g]) diagonal Hessian estimate */
@@ -84,6 +92,17 @@ static edge_opt_status set_weight_decay(void *config, double value, const char *
     return EDGE_OPT_OK;
 }
 
+static edge_opt_status set_block(void *config, int64_t value, const char **message) {
+    hizoo_config *c = (hizoo_config *)config;
+    if (value < 1 || value > CHUNK) {
+        snprintf(c->message, sizeof c->message, "block must be in [1, %d], got %lld", CHUNK, (long long)value);
+        *message = c->message;
+        return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+    }
+    c->block = value;
+    return EDGE_OPT_OK;
+}
+
 static const edge_opt_option alpha_option = {
     sizeof(edge_opt_option), EDGE_OPT_OPTION_VERSION, "alpha",
     "rate of the Hessian estimate's moving average (independent of the learning rate)",
@@ -100,7 +119,13 @@ static const edge_opt_option weight_decay_option = {
     EDGE_OPT_TYPE_DOUBLE, 0, EDGE_OPT_SETTER(set_weight_decay), 0, 0.0, NULL, 0, 0,
 };
 
-static const edge_opt_option *const options[] = {&alpha_option, &min_hessian_option, &weight_decay_option};
+static const edge_opt_option block_option = {
+    sizeof(edge_opt_option), EDGE_OPT_OPTION_VERSION, "block",
+    "average the curvature over blocks of this many consecutive values (ADAHESSIAN; 1 = per value)",
+    EDGE_OPT_TYPE_INT64, 0, EDGE_OPT_SETTER(set_block), 1, 0.0, NULL, 0, 0,
+};
+
+static const edge_opt_option *const options[] = {&alpha_option, &min_hessian_option, &weight_decay_option, &block_option};
 
 /* ---- config ----------------------------------------------------------------- */
 
@@ -111,6 +136,7 @@ static void *config_create(const edge_opt_host *host) {
     c->alpha = 1e-8;
     c->min_hessian = 1e-4;
     c->weight_decay = 0.0;
+    c->block = 1;
     return c;
 }
 
@@ -154,6 +180,7 @@ static edge_opt_status create(const edge_opt_host *host, void *config, const edg
     s->alpha = (float)c->alpha;
     s->min_hessian = (float)c->min_hessian;
     s->weight_decay = (float)c->weight_decay;
+    s->block = (uint64_t)c->block;
     s->group_count = info->group_count;
     s->group_counts = (uint64_t *)host->mem_alloc(host, sizeof(uint64_t) * info->group_count);
     s->sigma = (float **)host->mem_alloc(host, sizeof(float *) * info->group_count);
@@ -258,28 +285,32 @@ static edge_opt_status step(void *instance, const edge_opt_step_args *a, const c
     const uint32_t directions = a->direction_count;
     const float n = (float)(directions > 0 ? directions : 1);
     const float alpha = s->alpha;
+    /* Chunks hold whole blocks. */
+    const uint64_t chunk = (CHUNK / s->block) * s->block;
 
     for (uint32_t g = 0; g < a->group_count; g++) {
         float *theta = a->values[g], *sigma = s->sigma[g], *scale = s->scale[g];
         const uint64_t count = s->group_counts[g];
-        for (uint64_t start = 0; start < count; start += CHUNK) {
-            const uint64_t len = count - start < CHUNK ? count - start : CHUNK;
+        for (uint64_t start = 0; start < count; start += chunk) {
+            const uint64_t len = count - start < chunk ? count - start : chunk;
             /* g with the scale the engine perturbed with, and sum_j w_j z_j^2. */
-            const float *est;
-            if (a->dense != NULL) {
-                est = a->dense[g] + start;
-            } else {
-                memset(s->est, 0, sizeof(float) * len);
-                for (uint32_t j = 0; j < directions; j++) {
-                    s->host->perturbation_add(s->host, a->seeds[j], g, start, len, a->derivatives[j] / n, scale + start, s->est);
-                }
-                est = s->est;
-            }
+            edge_opt_estimate(s->host, a, g, start, len, scale + start, s->est);
+            const float *est = s->est;
             memset(s->h, 0, sizeof(float) * len);
             for (uint32_t j = 0; j < directions; j++) {
                 const float w = second_difference_weight(a, j);
                 s->host->perturbation_fill(s->host, a->seeds[j], g, start, len, s->z);
                 for (uint64_t k = 0; k < len; k++) s->h[k] += w * (s->z[k] * s->z[k]);
+            }
+            /* ADAHESSIAN's spatial average over blocks of `block` values. */
+            if (s->block > 1) {
+                for (uint64_t b0 = 0; b0 < len; b0 += s->block) {
+                    const uint64_t b1 = b0 + s->block < len ? b0 + s->block : len;
+                    float sum = 0;
+                    for (uint64_t k = b0; k < b1; k++) sum += s->h[k];
+                    const float mean = sum / (float)(b1 - b0);
+                    for (uint64_t k = b0; k < b1; k++) s->h[k] = mean;
+                }
             }
             /* The update, then the Hessian estimate and the scale for the next step. */
             for (uint64_t k = 0; k < len; k++) {
@@ -376,12 +407,13 @@ static edge_opt_status load_state(void *instance, const void *bytes, uint64_t si
 
 static const edge_opt_plugin plugin = {
     sizeof(edge_opt_plugin), EDGE_OPT_PLUGIN_VERSION,
-    "hizoo", "1.0.0", "HiZOO: zeroth-order steps preconditioned by a diagonal Hessian estimate (plain C)",
+    "hizoo", "1.1.0", "HiZOO: zeroth-order steps preconditioned by a diagonal Hessian estimate (plain C)",
     EDGE_OPT_PLUGIN_NEEDS_UNPERTURBED_LOSS,
     sizeof options / sizeof options[0], options,
     config_create, config_destroy, create, destroy, step,
     state_size, save_state, load_state,
     perturbation_scale,
+    NULL, /* perturbation: the engine's z */
 };
 
 EDGE_OPT_EXPORT edge_opt_status edge_optimizer_entry(edge_opt_negotiation *negotiation) {

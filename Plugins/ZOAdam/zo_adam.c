@@ -253,7 +253,6 @@ static edge_opt_status step(void *instance, const edge_opt_step_args *a, const c
 
     const uint64_t t = s->t + 1;
     const float eta = a->learning_rate;
-    const float n = (float)(a->direction_count > 0 ? a->direction_count : 1);
     const float b1 = s->beta1, b2 = s->beta2;
     /* Bias corrections in double, applied as float factors. */
     const float c1 = s->bias_correction ? (float)(1.0 / (1.0 - pow((double)b1, (double)t))) : 1.0f;
@@ -266,16 +265,8 @@ static edge_opt_status step(void *instance, const edge_opt_step_args *a, const c
         for (uint64_t start = 0; start < count; start += CHUNK) {
             const uint64_t len = count - start < CHUNK ? count - start : CHUNK;
             /* g for this chunk: the dense estimate, or (1/n) sum_j d_j z_j. */
-            const float *est;
-            if (a->dense != NULL) {
-                est = a->dense[g] + start;
-            } else {
-                memset(s->g, 0, sizeof(float) * len);
-                for (uint32_t j = 0; j < a->direction_count; j++) {
-                    s->host->perturbation_add(s->host, a->seeds[j], g, start, len, a->derivatives[j] / n, NULL, s->g);
-                }
-                est = s->g;
-            }
+            edge_opt_estimate(s->host, a, g, start, len, NULL, s->g);
+            const float *est = s->g;
             /* The moments and the update. */
             for (uint64_t k = 0; k < len; k++) {
                 const uint64_t i = start + k;
@@ -363,6 +354,7 @@ static const edge_opt_plugin plugin = {
     config_create, config_destroy, create, destroy, step,
     state_size, save_state, load_state,
     NULL, /* perturbation_scale: s = 1 */
+    NULL, /* perturbation: the engine's z */
 };
 
 EDGE_OPT_EXPORT edge_opt_status edge_optimizer_entry(edge_opt_negotiation *negotiation) {

@@ -246,6 +246,7 @@ static const edge_opt_plugin plugin = {
     config_create, config_destroy, create, destroy, step,
     state_size, save_state, load_state,
     NULL, /* perturbation_scale: s = 1 */
+    NULL, /* perturbation: the engine's z */
 };
 
 EDGE_OPT_EXPORT edge_opt_status edge_optimizer_entry(edge_opt_negotiation *negotiation) {

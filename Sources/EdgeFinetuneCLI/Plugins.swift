@@ -68,6 +68,7 @@ struct PluginsCommand: ParsableCommand {
             print("  path: \(d.path)")
             print("  needs the unperturbed loss: \(d.needsUnperturbedLoss ? "yes (one more forward pass a step)" : "no")")
             print("  perturbation scale: \(d.providesPerturbationScale ? "its own (per value)" : "1")")
+            print("  perturbation: \(d.providesPerturbation ? "its own directions (perturbation hook, ABI 1.1)" : "the engine's z")")
             guard !d.options.isEmpty else {
                 print("  no options")
                 return

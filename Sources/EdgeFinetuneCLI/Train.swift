@@ -367,6 +367,8 @@ struct Train: ParsableCommand {
                                             collective.size, bytes.isEmpty ? 0 : bytes[bytes.count / 2],
                                             seconds.isEmpty ? 0 : 1e3 * seconds[seconds.count / 2])])
         }
+        // What a plugin holds through the host's allocation counter (its moments, windows, buffers).
+        if let plugin = run.optimizer as? PluginOptimizer { summary.append(["plugin memory", "\(plugin.allocatedBytes) bytes (\(plugin.name), through the host)"]) }
         if let initialEval, let lastEval {
             summary.insert(["held-out NLL", "\(fixed(initialEval)) → \(fixed(lastEval)) nats"], at: 0)
         }

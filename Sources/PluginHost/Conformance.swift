@@ -1,9 +1,10 @@
 // `edge-finetune plugins check`: a conformance run any plugin author can use. Each
 // check is one pass/fail line. The optimizer is driven on a small separable quadratic
 //   L(θ) = ½ Σᵢ hᵢ (θᵢ − cᵢ)²,   hᵢ ∈ [0.5, 2],  minimum L = 0 at θ = c,
-// in two groups of awkward sizes (7 and 13 values), from θ = 0. The check forms the
-// zeroth-order estimates itself from the quadratic's exact losses, as the engine would:
-// for each direction j, z_j from Perturbation (seed j of the step), s the plugin's
+// in two groups of awkward sizes: a vector of 7 values and a (3, 5) matrix, from θ = 0.
+// The check forms the zeroth-order estimates itself from the quadratic's exact losses,
+// as the engine would: for each direction j, z_j from Perturbation (seed j of the step)
+// or the plugin's own p_j when it has a perturbation hook (ABI 1.1), s the plugin's
 // perturbation scale, L± = L(θ ± ε s⊙z_j), d_j = (L₊ − L₋) / (2ε), and L₀ = L(θ) when
 // the plugin asks for it.
 
@@ -83,6 +84,10 @@ extension PluginHost {
         if d.providesPerturbationScale {
             record("perturbation scale is finite and positive") { try check.scaleIsFiniteAndPositive() }
         }
+        if d.providesPerturbation {
+            record("perturbation hook: deterministic in its seed, finite, the group's size") { try check.perturbationHook() }
+        }
+        record("a 1.0 host's create_info: works, or is refused naming the field") { try check.abi10Host() }
         record("loss falls on a quadratic (directions)") { try check.descends(dense: false) }
         record("loss falls on a quadratic (dense estimate)") { try check.descends(dense: true) }
         record("save -> load -> step equals step, bit for bit") { try check.saveLoadStep() }
@@ -108,7 +113,8 @@ struct CheckFailure: Error, CustomStringConvertible {
 
 /// The separable quadratic and its exact losses.
 struct Quadratic {
-    static let groups: [(name: String, count: Int)] = [("a", 7), ("b", 13)]
+    static let groups: [GroupLayout] = [GroupLayout(name: "a", count: 7),
+                                        GroupLayout(name: "b", count: 15, shape: [3, 5], tensors: ["check.b"])]
     /// (groups) -> (count) curvature hᵢ and minimum cᵢ.
     let h: [[Double]]
     let c: [[Double]]
@@ -219,7 +225,14 @@ struct ConformanceRun {
             var s: [[Float]] = []
             for (g, group) in Quadratic.groups.enumerated() {
                 var zg = [Float](repeating: 0, count: group.count)
-                Perturbation.fill(seed: seed, group: UInt32(g), start: 0, count: group.count, into: &zg)
+                if optimizer.providesPerturbation {
+                    // The plugin's own direction (checked by the adapter); z when it fails.
+                    if (try? optimizer.perturbation(step: step, seed: seed, direction: j, group: g, count: group.count, into: &zg)) == nil {
+                        Perturbation.fill(seed: seed, group: UInt32(g), start: 0, count: group.count, into: &zg)
+                    }
+                } else {
+                    Perturbation.fill(seed: seed, group: UInt32(g), start: 0, count: group.count, into: &zg)
+                }
                 z.append(zg)
                 let scale = optimizer.perturbationScale(group: g)
                 s.append((0..<group.count).map { scale?[$0] ?? 1 })
@@ -282,6 +295,49 @@ struct ConformanceRun {
         for t in 1...20 { try step(optimizer, p, step: t, runSeed: 7) }
         try checkScale("after 20 steps")
         return ""
+    }
+
+    /// p for the same (state, arguments) twice: the same bits; another seed: other values;
+    /// every value finite and exactly the group's count written (the adapter checks those).
+    func perturbationHook() throws -> String {
+        let optimizer = try make()
+        let p = Parameters()
+        for t in 1...3 { try step(optimizer, p, step: t, runSeed: 13) }
+        var details: [String] = []
+        for (g, group) in Quadratic.groups.enumerated() {
+            let seed = Perturbation.directionSeed(runSeed: 13, step: 4, direction: 0)
+            var first = [Float](repeating: 0, count: group.count)
+            var second = [Float](repeating: 0, count: group.count)
+            var other = [Float](repeating: 0, count: group.count)
+            try optimizer.perturbation(step: 4, seed: seed, direction: 0, group: g, count: group.count, into: &first)
+            try optimizer.perturbation(step: 4, seed: seed, direction: 0, group: g, count: group.count, into: &second)
+            try optimizer.perturbation(step: 4, seed: seed ^ 0x5A5A, direction: 0, group: g, count: group.count, into: &other)
+            guard first.map(\.bitPattern) == second.map(\.bitPattern) else {
+                throw CheckFailure("two calls with the same seed gave different values for group '\(group.name)'")
+            }
+            guard first != other else { throw CheckFailure("another seed gave the same values for group '\(group.name)'") }
+            let meanSquare = first.reduce(0) { $0 + Double($1 * $1) } / Double(group.count)
+            details.append("group \(group.name) \(group.shape): mean p² \(short(meanSquare))")
+        }
+        return details.joined(separator: ", ")
+    }
+
+    /// The plugin created from a 1.0-sized create_info (no shapes) and stepped with 1.0-sized
+    /// arguments, as a 1.0 host would: it must work, or refuse naming what it misses.
+    func abi10Host() throws -> String {
+        do {
+            let optimizer = try plugin.makeOptimizer(options: settings.options, groups: Quadratic.groups,
+                                                     memoryBudget: settings.memoryLimit, abi10Only: true)
+            let p = Parameters()
+            for t in 1...3 { try step(optimizer, p, step: t, runSeed: 17) }
+            return "works: 3 steps with 1.0 arguments"
+        } catch let error as PluginError {
+            let text = error.description
+            guard text.contains("edge_opt_") else {
+                throw CheckFailure("refused without naming the missing field (edge_opt_...): \(text)")
+            }
+            return "refused: \(oneLine(text))"
+        }
     }
 
     func saveLoadStep() throws -> String {

@@ -5,6 +5,7 @@
 import COptimizerABI
 import Foundation
 import GGUF
+import ZerothOrder
 
 /// What `plugins list` and `plugins describe` show of a plugin.
 public struct PluginDescription: Equatable, Sendable {
@@ -20,6 +21,8 @@ public struct PluginDescription: Equatable, Sendable {
     public var abi: ABIVersion
     public var needsUnperturbedLoss: Bool
     public var providesPerturbationScale: Bool
+    /// Chooses its own perturbations (ABI 1.1's perturbation hook).
+    public var providesPerturbation: Bool
     /// Never dlclosed (Swift plugins, and any that ask).
     public var keepLoaded: Bool
     public var options: [OptionDescription]
@@ -146,6 +149,7 @@ public final class LoadedPlugin {
             summary: d.description.map { String(cString: $0) } ?? "", path: path, abi: theirs,
             needsUnperturbedLoss: d.flags & UInt32(EDGE_OPT_PLUGIN_NEEDS_UNPERTURBED_LOSS) != 0,
             providesPerturbationScale: d.perturbation_scale != nil,
+            providesPerturbation: d.perturbation != nil,
             keepLoaded: d.flags & UInt32(EDGE_OPT_PLUGIN_KEEP_LOADED) != 0,
             options: options)
     }
@@ -191,13 +195,23 @@ public final class LoadedPlugin {
         return made
     }
 
-    /// A new optimizer for `groups`, with `options` ("name=value") applied over the defaults.
+    /// A new optimizer for `groups` (each a vector of its count), with `options`
+    /// ("name=value") applied over the defaults.
     public func makeOptimizer(options: [String] = [], groups: [(name: String, count: Int)],
                               memoryBudget: Int? = nil) throws(PluginError) -> PluginOptimizer {
+        try makeOptimizer(options: options, groups: groups.map { GroupLayout(name: $0.name, count: $0.count) },
+                          memoryBudget: memoryBudget)
+    }
+
+    /// A new optimizer for `groups` with their shapes and tensors (ABI 1.1). With
+    /// `abi10Only` the host writes the 1.0 create_info and step arguments (no shapes, no
+    /// run metadata) and refuses a perturbation hook, as a 1.0 host would.
+    public func makeOptimizer(options: [String] = [], groups: [GroupLayout], memoryBudget: Int? = nil,
+                              abi10Only: Bool = false) throws(PluginError) -> PluginOptimizer {
         let parsed = try parseOptions(options)
         // The config's allocations count against the same cap as the instance's.
         let config = try makeConfig(options: parsed, budget: memoryBudget)
-        return try PluginOptimizer(plugin: self, config: config, groups: groups, memoryBudget: memoryBudget)
+        return try PluginOptimizer(plugin: self, config: config, groups: groups, memoryBudget: memoryBudget, abi10Only: abi10Only)
     }
 }
 

@@ -7,6 +7,7 @@
 
 import COptimizerABI
 import Foundation
+import ZerothOrder
 
 public enum PluginHost {
     /// The optimizer ABI this host speaks.
@@ -58,6 +59,12 @@ public enum PluginHost {
     /// numbers them), with `options` applied over the plugin's defaults. `memoryBudget`
     /// caps what the instance may allocate through the host (nil: no cap).
     public static func loadOptimizer(_ nameOrPath: String, options: [String] = [], groups: [(name: String, count: Int)],
+                                     memoryBudget: Int? = nil) throws(PluginError) -> PluginOptimizer {
+        try load(nameOrPath).makeOptimizer(options: options, groups: groups, memoryBudget: memoryBudget)
+    }
+
+    /// The same for groups with their shapes and tensors (ABI 1.1).
+    public static func loadOptimizer(_ nameOrPath: String, options: [String] = [], groups: [GroupLayout],
                                      memoryBudget: Int? = nil) throws(PluginError) -> PluginOptimizer {
         try load(nameOrPath).makeOptimizer(options: options, groups: groups, memoryBudget: memoryBudget)
     }

@@ -15,8 +15,12 @@ public final class PluginOptimizer: Optimizer {
     public let plugin: LoadedPlugin
     public var name: String { plugin.name }
     public let needsUnperturbedLoss: Bool
-    /// The groups the instance was created for.
-    public let groups: [(name: String, count: Int)]
+    /// The groups the instance was created for, with their shapes.
+    public let layout: [GroupLayout]
+    /// Their names and counts.
+    public var groups: [(name: String, count: Int)] { layout.map { ($0.name, $0.count) } }
+    /// Whether the instance was created as a 1.0 host would (no shapes, no run metadata).
+    public let abi10Only: Bool
 
     let host: HostServices
     let instance: UnsafeMutableRawPointer
@@ -38,33 +42,77 @@ public final class PluginOptimizer: Optimizer {
     /// too, so further steps are refused until a state is loaded.
     private var poisoned: String?
 
-    init(plugin: LoadedPlugin, config: PluginConfig, groups: [(name: String, count: Int)],
-         memoryBudget: Int?) throws(PluginError) {
+    init(plugin: LoadedPlugin, config: PluginConfig, groups: [GroupLayout],
+         memoryBudget: Int?, abi10Only: Bool = false) throws(PluginError) {
         guard !groups.isEmpty else {
             throw .invalidGroups(plugin: plugin.name, path: plugin.path, detail: "no trainable groups to create an optimizer for")
         }
         if let empty = groups.first(where: { $0.count < 1 }) {
             throw .invalidGroups(plugin: plugin.name, path: plugin.path, detail: "group '\(empty.name)' has \(empty.count) values")
         }
+        // Each shape: rank 1...4, positive dims whose product is the count.
+        for group in groups {
+            let product = group.shape.reduce(1) { $0.multipliedReportingOverflow(by: max(0, $1)).overflow ? Int.max : $0 * max(0, $1) }
+            guard (1...Int(EDGE_OPT_MAX_RANK)).contains(group.shape.count), group.shape.allSatisfy({ $0 >= 1 }),
+                  product == group.count else {
+                throw .invalidGroups(plugin: plugin.name, path: plugin.path,
+                                     detail: "edge_opt_create_info.group_dims of group '\(group.name)': shape \(group.shape) "
+                                         + "(product \(product)) does not match its \(group.count) values (rank 1 to \(EDGE_OPT_MAX_RANK), dims >= 1)")
+            }
+        }
         let descriptor = plugin.descriptor
+        if abi10Only && descriptor.perturbation != nil {
+            throw .invalidGroups(plugin: plugin.name, path: plugin.path,
+                                 detail: "it has a perturbation hook (edge_opt_plugin.perturbation, ABI 1.1), which this 1.0 path cannot apply; use a 1.1 path or a plugin without the hook")
+        }
         let services = HostServices(pluginName: plugin.name, budget: memoryBudget)
 
         // create(host, config, {groups}, &instance, &message)
         let names = groups.map { strdup($0.name) }
-        defer { names.forEach { free($0) } }
+        let tensorNames = groups.map { $0.tensors.map { UnsafePointer(strdup($0)) } }
+        defer {
+            names.forEach { free($0) }
+            tensorNames.joined().forEach { free(UnsafeMutablePointer(mutating: $0)) }
+        }
         var counts = groups.map { UInt64($0.count) }
         var namePointers: [UnsafePointer<CChar>?] = names.map { UnsafePointer($0) }
+        var ranks = groups.map { UInt32($0.shape.count) }
+        var dims = groups.flatMap { g in (0..<Int(EDGE_OPT_MAX_RANK)).map { $0 < g.shape.count ? UInt64(g.shape[$0]) : 0 } }
+        var tensorCounts = groups.map { UInt32($0.tensors.count) }
+        // [group] -> [tensor] C strings, each list in its own allocation.
+        let lists: [UnsafeMutablePointer<UnsafePointer<CChar>?>] = tensorNames.map { names in
+            let list = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: max(1, names.count))
+            list.initialize(repeating: nil, count: max(1, names.count))
+            for (i, n) in names.enumerated() { list[i] = n }
+            return list
+        }
+        defer { lists.forEach { $0.deallocate() } }
+        var listPointers: [UnsafePointer<UnsafePointer<CChar>?>?] = lists.map { UnsafePointer($0) }
         var made: UnsafeMutableRawPointer?
         var message: UnsafePointer<CChar>?
+        var info = edge_opt_create_info()
         let status = namePointers.withUnsafeMutableBufferPointer { namesBuffer in
             counts.withUnsafeMutableBufferPointer { countsBuffer in
-                var info = edge_opt_create_info()
-                info.struct_size = UInt32(MemoryLayout<edge_opt_create_info>.size)
-                info.struct_version = UInt32(EDGE_OPT_CREATE_INFO_VERSION)
-                info.group_count = UInt32(groups.count)
-                info.group_names = UnsafePointer(namesBuffer.baseAddress)
-                info.group_counts = UnsafePointer(countsBuffer.baseAddress)
-                return descriptor.create!(services.table, config.config, &info, &made, &message)
+                ranks.withUnsafeMutableBufferPointer { ranksBuffer in
+                    dims.withUnsafeMutableBufferPointer { dimsBuffer in
+                        tensorCounts.withUnsafeMutableBufferPointer { tensorCountsBuffer in
+                            listPointers.withUnsafeMutableBufferPointer { listsBuffer in
+                                info.struct_size = UInt32(abi10Only ? Int(EDGE_OPT_CREATE_INFO_SIZE_V1) : MemoryLayout<edge_opt_create_info>.size)
+                                info.struct_version = UInt32(abi10Only ? 1 : EDGE_OPT_CREATE_INFO_VERSION)
+                                info.group_count = UInt32(groups.count)
+                                info.group_names = UnsafePointer(namesBuffer.baseAddress)
+                                info.group_counts = UnsafePointer(countsBuffer.baseAddress)
+                                if !abi10Only {
+                                    info.group_ranks = UnsafePointer(ranksBuffer.baseAddress)
+                                    info.group_dims = UnsafePointer(dimsBuffer.baseAddress)
+                                    info.group_tensor_counts = UnsafePointer(tensorCountsBuffer.baseAddress)
+                                    info.group_tensor_names = UnsafePointer(listsBuffer.baseAddress)
+                                }
+                                return descriptor.create!(services.table, config.config, &info, &made, &message)
+                            }
+                        }
+                    }
+                }
             }
         }
         guard status == EDGE_OPT_OK, let made else {
@@ -74,7 +122,8 @@ public final class PluginOptimizer: Optimizer {
                                 message: status == EDGE_OPT_OK ? "returned EDGE_OPT_OK without an instance" : text)
         }
         self.plugin = plugin
-        self.groups = groups
+        self.layout = groups
+        self.abi10Only = abi10Only
         d = descriptor
         needsUnperturbedLoss = plugin.description.needsUnperturbedLoss
         host = services
@@ -127,8 +176,57 @@ public final class PluginOptimizer: Optimizer {
     }
 
     public func perturbationScale(group: Int) -> UnsafePointer<Float>? {
-        guard let scale = d.perturbation_scale, group >= 0, group < groups.count else { return nil }
+        guard let scale = d.perturbation_scale, group >= 0, group < layout.count else { return nil }
         return scale(instance, UInt32(group))
+    }
+
+    public var providesPerturbation: Bool { d.perturbation != nil && !abi10Only }
+
+    /// A bit pattern no arithmetic produces (a NaN with a payload), written into the hook's
+    /// buffer before the call: a value still holding it afterwards was not written.
+    static let unwritten: UInt32 = 0x7FA5_A5A5
+    /// Floats past `count` the hook must leave alone.
+    static let guardCount = 16
+
+    /// p from the plugin's perturbation hook, checked: status, every value written and
+    /// finite, nothing written past `count`.
+    public func perturbation(step: Int, seed: UInt64, direction: Int, group: Int, count: Int,
+                             into out: UnsafeMutablePointer<Float>) throws(OptimizerError) {
+        guard let hook = d.perturbation, !abi10Only else {
+            Perturbation.fill(seed: seed, group: UInt32(group), start: 0, count: count, into: out)
+            return
+        }
+        guard group >= 0, group < layout.count, count == layout[group].count else {
+            throw failure("perturbation asked for \(count) values of group \(group); the instance has \(layout.map(\.count))")
+        }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count + Self.guardCount)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: Float(bitPattern: Self.unwritten), count: count + Self.guardCount)
+        var args = edge_opt_perturbation_args()
+        args.struct_size = UInt32(MemoryLayout<edge_opt_perturbation_args>.size)
+        args.struct_version = UInt32(EDGE_OPT_PERTURBATION_ARGS_VERSION)
+        args.step = UInt64(max(0, step))
+        args.seed = seed
+        args.direction = UInt32(direction)
+        args.group = UInt32(group)
+        args.count = UInt64(count)
+        var message: UnsafePointer<CChar>?
+        let status = hook(instance, &args, buffer, &message)
+        let name = layout[group].name
+        guard status == EDGE_OPT_OK else {
+            throw failure("edge_opt_plugin.perturbation failed (\(statusName(status))) for group '\(name)' at step \(step)"
+                          + (message.map { ": \(oneLine(String(cString: $0)))" } ?? "") + "; parameters left unchanged")
+        }
+        if let i = (count..<(count + Self.guardCount)).first(where: { buffer[$0].bitPattern != Self.unwritten }) {
+            throw failure("edge_opt_plugin.perturbation wrote past the \(count) values of group '\(name)' (at index \(i)), step \(step); parameters left unchanged")
+        }
+        if let i = (0..<count).first(where: { buffer[$0].bitPattern == Self.unwritten }) {
+            throw failure("edge_opt_plugin.perturbation wrote fewer than the \(count) values of group '\(name)' (index \(i) untouched), step \(step); parameters left unchanged")
+        }
+        if let i = (0..<count).first(where: { !buffer[$0].isFinite }) {
+            throw failure("edge_opt_plugin.perturbation wrote \(buffer[i]) at index \(i) of group '\(name)', step \(step); parameters left unchanged")
+        }
+        out.update(from: buffer, count: count)
     }
 
     public func step(_ c: StepContext, _ parameterGroups: [ParameterGroup]) throws(OptimizerError) {
@@ -214,6 +312,14 @@ public final class PluginOptimizer: Optimizer {
         args.values = UnsafePointer(valuePointers)
         args.group_counts = UnsafePointer(groupCounts)
         args.dense = c.dense == nil ? nil : UnsafePointer(densePointers)
+        if abi10Only {
+            args.struct_size = UInt32(EDGE_OPT_STEP_ARGS_SIZE_V1)
+            args.struct_version = 1
+        } else {
+            args.total_steps = UInt64(max(0, c.totalSteps))
+            args.base_learning_rate = c.baseLearningRate ?? c.learningRate
+            args.step_flags = c.firstAfterResume ? UInt32(EDGE_OPT_STEP_FIRST_AFTER_RESUME) : 0
+        }
         var message: UnsafePointer<CChar>?
         let status = d.step!(instance, &args, &message)
         return (status, message.map { String(cString: $0) })
@@ -239,8 +345,8 @@ public final class PluginOptimizer: Optimizer {
         guard sizes == expected else {
             throw failure("step got groups of sizes \(sizes), the instance was created for \(expected)")
         }
-        if let dense = c.dense, dense.count != groups.count {
-            throw failure("step got \(dense.count) dense estimates for \(groups.count) groups")
+        if let dense = c.dense, dense.count != layout.count {
+            throw failure("step got \(dense.count) dense estimates for \(layout.count) groups")
         }
         guard c.directions.count <= Int(UInt32.max) else { throw failure("too many directions (\(c.directions.count))") }
     }
@@ -259,8 +365,8 @@ public final class PluginOptimizer: Optimizer {
         }
         if let dense = c.dense {
             for (g, estimate) in dense.enumerated() {
-                for i in 0..<groups[g].count where !estimate[i].isFinite {
-                    throw failure("the dense estimate of group '\(groups[g].name)' is \(estimate[i]) at index \(i), step \(c.step); "
+                for i in 0..<layout[g].count where !estimate[i].isFinite {
+                    throw failure("the dense estimate of group '\(layout[g].name)' is \(estimate[i]) at index \(i), step \(c.step); "
                                   + "parameters left unchanged")
                 }
             }

@@ -36,6 +36,9 @@ public struct PerturbationShape {
     public var scales: [UnsafePointer<Float>?]
     /// Applied to z of one group in place before scaling, when set.
     public var transform: ((_ group: Int, _ z: UnsafeMutablePointer<Float>, _ count: Int) -> Void)?
+    /// The optimizer's own perturbations p (ABI 1.1's perturbation hook), when it chooses
+    /// them: p for (seed, group), used instead of T(z); nil for a seed it has none for.
+    public var provided: ((_ seed: UInt64, _ group: Int) -> UnsafePointer<Float>?)?
 
     public init(scales: [UnsafePointer<Float>?], transform: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
         self.scales = scales
@@ -44,7 +47,14 @@ public struct PerturbationShape {
 
     /// values += alpha · s ⊙ T(z(seed, group)).
     public func apply(alpha: Float, seed: UInt64, group: Int, to values: UnsafeMutablePointer<Float>, count: Int) {
-        if let transform {
+        if let p = provided?(seed, group) {
+            let s = scales.indices.contains(group) ? scales[group] : nil
+            if let s {
+                for i in 0..<count { values[i] += alpha * s[i] * p[i] }
+            } else {
+                for i in 0..<count { values[i] += alpha * p[i] }
+            }
+        } else if let transform {
             var z = [Float](repeating: 0, count: count)
             z.withUnsafeMutableBufferPointer { zp in
                 Perturbation.fill(seed: seed, group: UInt32(group), start: 0, count: count, into: zp.baseAddress!)

@@ -16,6 +16,26 @@ public struct ParameterGroup {
     }
 }
 
+/// What an optimizer is told about one trainable group before the run: its name and
+/// count, its logical shape (row-major, the last dim fastest; the product is `count`)
+/// and the model tensors its values belong to. A new token's embedding is (dim); a
+/// matrix's block scales are (rows, scales per row); a vector (dim).
+public struct GroupLayout: Equatable, Sendable {
+    public var name: String
+    public var count: Int
+    /// Dims, outermost first; [count] when the group is a plain vector.
+    public var shape: [Int]
+    /// Tensors ("blk.0.attn_q.weight") the group covers; empty for a new token's row.
+    public var tensors: [String]
+
+    public init(name: String, count: Int, shape: [Int]? = nil, tensors: [String] = []) {
+        self.name = name
+        self.count = count
+        self.shape = shape ?? [count]
+        self.tensors = tensors
+    }
+}
+
 /// One perturbation direction of a step and what the losses said about it.
 public struct Direction: Equatable, Sendable {
     /// Regenerates z for every group: `Perturbation` with (seed, group index, index).
@@ -50,6 +70,13 @@ public struct StepContext {
     public var unperturbedLoss: Float?
     /// Per group: the dense gradient estimate, when the engine formed it.
     public var dense: [UnsafePointer<Float>]?
+    /// The run's last step number (0: unknown).
+    public var totalSteps = 0
+    /// The rate the learning-rate schedule scales (`learningRate` is its value at this
+    /// step; the same when the run has no schedule). nil: the same as `learningRate`.
+    public var baseLearningRate: Float?
+    /// The first step this process runs after resuming from a checkpoint.
+    public var firstAfterResume = false
 
     public init(step: Int, learningRate: Float, epsilon: Float, directions: [Direction],
                 unperturbedLoss: Float? = nil, dense: [UnsafePointer<Float>]? = nil) {
@@ -91,6 +118,25 @@ public protocol Optimizer: AnyObject {
     func saveState() throws(OptimizerError) -> [UInt8]
     /// Restores a state saved by the same optimizer with the same groups and options.
     func loadState(_ bytes: [UInt8]) throws(OptimizerError)
+    /// Whether the optimizer chooses the step's perturbations itself (`perturbation`);
+    /// otherwise the engine applies z from `Perturbation`.
+    var providesPerturbation: Bool { get }
+    /// Writes `count` values of the perturbation p of direction `direction` (seed `seed`)
+    /// at `step` for `group`, which the engine applies instead of z (p then also defines
+    /// the step's estimate). Only called when `providesPerturbation`; throws when the
+    /// optimizer's answer is unusable (non-finite, wrong count).
+    func perturbation(step: Int, seed: UInt64, direction: Int, group: Int, count: Int,
+                      into out: UnsafeMutablePointer<Float>) throws(OptimizerError)
+}
+
+extension Optimizer {
+    public var providesPerturbation: Bool { false }
+
+    /// z itself (what the engine applies for an optimizer without its own perturbations).
+    public func perturbation(step: Int, seed: UInt64, direction: Int, group: Int, count: Int,
+                             into out: UnsafeMutablePointer<Float>) throws(OptimizerError) {
+        Perturbation.fill(seed: seed, group: UInt32(group), start: 0, count: count, into: out)
+    }
 }
 
 /// ZO-SGD (MeZO): θ ← θ − η (g + λθ), optionally with momentum on g.

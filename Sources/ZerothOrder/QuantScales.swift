@@ -123,14 +123,17 @@ public final class QuantScales: TrainableSet, Objective {
     /// The trainable groups QZO makes for `patterns` (name and value count, in group order),
     /// without allocating anything: what the optimizer and the memory planner need first.
     public static func groupLayout(model: LlamaModel, patterns: [String], trainOffsets: Bool,
-                                   kquant: KQuantGranularity = .superBlock) -> [(name: String, count: Int)] {
-        var out = [(name: String, count: Int)]()
+                                   kquant: KQuantGranularity = .superBlock) -> [GroupLayout] {
+        var out = [GroupLayout]()
         for layer in model.layers {
             for t in layer.matrices where trains(t.info.type) && patterns.contains(where: { wildcardMatch($0, t.name) }) {
                 let (blocks, perBlock, offsets) = shape(t.info, trainOffsets: trainOffsets, kquant: kquant)
                 let suffix = perBlock > 1 ? ".sub" : ""
-                out.append((t.name + suffix + ".d", blocks * perBlock))
-                if offsets { out.append((t.name + suffix + ".m", blocks * perBlock)) }
+                // (rows, scales per row): the scales are stored row by row.
+                let rows = max(1, t.info.rowCount), count = blocks * perBlock
+                let dims = count % rows == 0 ? [rows, count / rows] : [count]
+                out.append(GroupLayout(name: t.name + suffix + ".d", count: count, shape: dims, tensors: [t.name]))
+                if offsets { out.append(GroupLayout(name: t.name + suffix + ".m", count: count, shape: dims, tensors: [t.name])) }
             }
         }
         return out

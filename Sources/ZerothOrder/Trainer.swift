@@ -67,6 +67,8 @@ public final class Trainer {
     public private(set) var step = 1
     /// The ranks sharing each step's micro-batches (one process unless set).
     public var collective: Collective = SingleProcess()
+    /// Set by `restore`: the next step is the first after a resume.
+    private var resumed = false
 
     public init(objective: Objective, optimizer: Optimizer, settings: TrainingSettings, train: [Example],
                 subspace: SubspaceGradient? = nil, evaluate: (() throws(TrainingError) -> Double)? = nil) throws(TrainingError) {
@@ -105,6 +107,7 @@ public final class Trainer {
         do { try optimizer.loadState(checkpoint.optimizerState) } catch { throw .optimizer(error) }
         if let subspace { try subspace.loadState(checkpoint.subspaceState) }
         step = checkpoint.step
+        resumed = true
     }
 
     /// The trainable groups, for loading a checkpoint into.
@@ -171,6 +174,35 @@ public final class Trainer {
         if let subspace, subspace.mode == .perturbInside, subspace.isActive {
             shape.transform = { g, z, n in subspace.project(group: g, z, count: n) }
         }
+        // An optimizer that chooses its own directions: p for every (direction, group), asked
+        // for (and checked) before anything is perturbed, used for the + and − points alike.
+        var provided = [[UnsafeMutablePointer<Float>]]()   // (directions) -> (groups) -> (count)
+        defer { provided.joined().forEach { $0.deallocate() } }
+        if optimizer.providesPerturbation {
+            if subspace != nil {
+                throw .invalidSetting("optimizer \(optimizer.name) chooses its own perturbations (a perturbation hook); the subspace gradient transforms the engine's z and cannot be combined with it")
+            }
+            for (j, seed) in seeds.enumerated() {
+                var row = [UnsafeMutablePointer<Float>]()
+                for (g, group) in groups.enumerated() {
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, group.count))
+                    p.initialize(repeating: 0, count: group.count)
+                    row.append(p)
+                    do { try optimizer.perturbation(step: s, seed: seed, direction: j, group: g, count: group.count, into: p) } catch {
+                        provided.append(row)
+                        throw .optimizer(error)
+                    }
+                    if let i = (0..<group.count).first(where: { !p[$0].isFinite }) {
+                        provided.append(row)
+                        throw .optimizer(OptimizerError(optimizer: optimizer.name, message: "its perturbation for group '\(group.name)' is \(p[i]) at index \(i), step \(s); parameters left unchanged"))
+                    }
+                }
+                provided.append(row)
+            }
+            let table = Dictionary(seeds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            let pointers = provided
+            shape.provided = { seed, g in table[seed].map { UnsafePointer(pointers[$0][g]) } }
+        }
 
         // Points and their losses, summed over micro-batches.
         var points = [PerturbedPoint]()
@@ -223,6 +255,9 @@ public final class Trainer {
         // A dense estimate when the engine shapes it (subspace), else seeds and derivatives.
         var context = StepContext(step: s, learningRate: settings.learningRate, epsilon: settings.epsilon,
                                   directions: directions, unperturbedLoss: unperturbed)
+        context.totalSteps = settings.steps
+        context.baseLearningRate = settings.learningRate
+        context.firstAfterResume = resumed
         var denseBuffers = [[Float]]()
         if let subspace, subspace.isActive {
             for (g, group) in groups.enumerated() {
@@ -256,6 +291,7 @@ public final class Trainer {
             throw .nonFiniteUpdate(step: s)
         }
         subspace?.record(step: s, groups: groups)
+        resumed = false
 
         var record = StepRecord(step: s, loss: meanLoss, derivatives: directions.map(\.derivative), evalLoss: nil,
                                 seconds: 0)

@@ -102,7 +102,7 @@ public final class TrainingRun {
     /// Sets the run up. `makeOptimizer` builds the optimizer for the trainable groups (name
     /// and size of each, in order); `note` receives one-line progress notes.
     public init(_ o: TrainingRunOptions, collective: Collective = SingleProcess(),
-                makeOptimizer: ([(name: String, count: Int)]) throws -> Optimizer, note: (String) -> Void) throws {
+                makeOptimizer: ([GroupLayout]) throws -> Optimizer, note: (String) -> Void) throws {
         options = o
         self.collective = collective
         var settings = o.settings
@@ -131,12 +131,12 @@ public final class TrainingRun {
 
         // The trainable groups, known before anything is allocated: the optimizer and the
         // memory planner need them first.
-        var layout: [(name: String, count: Int)] = []
+        var layout: [GroupLayout] = []
         if let q = o.method.qzo {
             layout = QuantScales.groupLayout(model: m, patterns: q.patterns, trainOffsets: q.trainOffsets, kquant: o.method.kquantScales)
             guard !layout.isEmpty else { throw QuantScales.nothingTrainable(model: m, patterns: q.patterns) }
         }
-        layout += newTokens.map { (name: "token \($0)", count: m.config.dim) }
+        layout += newTokens.map { GroupLayout(name: "token \($0)", count: m.config.dim) }
         optimizer = try makeOptimizer(layout)
         let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
         // Textual inversion alone runs its points as one batch; with QZO, each point is a stream.

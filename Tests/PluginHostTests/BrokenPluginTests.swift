@@ -39,12 +39,12 @@ import ZerothOrder
     @Test func wrongMajorVersionNamesBothVersions() throws {
         let path = try TestPlugins.build("wrong-major", defines: ["WRONG_MAJOR"])
         let error = loadError(path)
-        expectOneLine(error, naming: path, saying: ["speaks optimizer ABI 2.3", "this host speaks ABI 1.0", "the probe speaks only ABI 2"])
+        expectOneLine(error, naming: path, saying: ["speaks optimizer ABI 2.3", "this host speaks ABI 1.1", "the probe speaks only ABI 2"])
         guard case .incompatibleVersion(_, let host, let plugin, _)? = error else {
             Issue.record("expected incompatibleVersion, got \(String(describing: error))")
             return
         }
-        #expect(host == ABIVersion(major: 1, minor: 0))
+        #expect(host == ABIVersion(major: 1, minor: 1))
         #expect(plugin == ABIVersion(major: 2, minor: 3))
     }
 

@@ -62,13 +62,18 @@ import TestSupport
         #expect(MemoryLayout<edge_opt_negotiation>.size == Int(EDGE_OPT_NEGOTIATION_SIZE_V1))
         #expect(MemoryLayout<edge_opt_host>.size == Int(EDGE_OPT_HOST_SIZE_V1))
         #expect(MemoryLayout<edge_opt_option>.size == Int(EDGE_OPT_OPTION_SIZE_V1))
-        #expect(MemoryLayout<edge_opt_create_info>.size == Int(EDGE_OPT_CREATE_INFO_SIZE_V1))
-        #expect(MemoryLayout<edge_opt_step_args>.size == Int(EDGE_OPT_STEP_ARGS_SIZE_V1))
-        #expect(MemoryLayout<edge_opt_plugin>.size == Int(EDGE_OPT_PLUGIN_SIZE_V1))
+        #expect(MemoryLayout<edge_opt_create_info>.size == Int(EDGE_OPT_CREATE_INFO_SIZE_V2))
+        #expect(MemoryLayout<edge_opt_step_args>.size == Int(EDGE_OPT_STEP_ARGS_SIZE_V2))
+        #expect(MemoryLayout<edge_opt_plugin>.size == Int(EDGE_OPT_PLUGIN_SIZE_V2))
         #expect(MemoryLayout<edge_opt_step_args>.offset(of: \.values) == 72)
         #expect(MemoryLayout<edge_opt_step_args>.offset(of: \.dense) == 88)
         #expect(MemoryLayout<edge_opt_plugin>.offset(of: \.perturbation_scale) == 112)
         #expect(MemoryLayout<edge_opt_option>.offset(of: \.default_bool) == 64)
         #expect(MemoryLayout<edge_opt_host>.offset(of: \.log) == 56)
+        // ABI 1.1's appends start where 1.0's structs ended.
+        #expect(MemoryLayout<edge_opt_create_info>.offset(of: \.group_ranks) == Int(EDGE_OPT_CREATE_INFO_SIZE_V1))
+        #expect(MemoryLayout<edge_opt_step_args>.offset(of: \.total_steps) == Int(EDGE_OPT_STEP_ARGS_SIZE_V1))
+        #expect(MemoryLayout<edge_opt_plugin>.offset(of: \.perturbation) == Int(EDGE_OPT_PLUGIN_SIZE_V1))
+        #expect(MemoryLayout<edge_opt_perturbation_args>.size == Int(EDGE_OPT_PERTURBATION_ARGS_SIZE_V1))
     }
 }

@@ -8,7 +8,7 @@ import ZerothOrder
 /// conformance check, ZO-SGD equals the built-in ZOSGD bit for bit, and the C plugins
 /// match Swift references of their formulas.
 @Suite struct ShippedPluginTests {
-    static let names = ["zo-sgd", "zo-sgd-sign", "zo-adam", "hizoo"]
+    static let names = ["zo-sgd", "zo-sgd-sign", "zo-adam", "hizoo", "mfac", "polargrad", "lozo"]
 
     @Test(arguments: names) func passesConformance(_ name: String) {
         let results = PluginHost.checkConformance(TestPlugins.shipped(name))
@@ -34,7 +34,8 @@ import ZerothOrder
                 Issue.record("\(name) not discovered: \(String(describing: entry))")
                 continue
             }
-            #expect(d.name == name && d.abi == PluginHost.abiVersion && d.version == "1.0.0")
+            // hizoo 1.1.0 added the block option.
+            #expect(d.name == name && d.abi == PluginHost.abiVersion && d.version == (name == "hizoo" ? "1.1.0" : "1.0.0"))
         }
         let zosgd = try PluginHost.describe("zo-sgd")
         #expect(zosgd.keepLoaded)                    // Swift: never dlclosed

@@ -191,6 +191,9 @@ enum TestPlugins {
         step,
     #endif
         state_size, save_state, load_state, NULL,
+    #if EDGE_OPT_ABI_MINOR >= 1
+        NULL, /* perturbation (1.1): the engine's z */
+    #endif
     };
 
     #ifdef NO_ENTRY
@@ -219,13 +222,17 @@ enum TestPlugins {
     }
 
     /// Compiles `source` into `<directory>/lib<name>.so` with `defines`, and returns the path.
+    /// The ABI 1.0 header as it was released, for building a 1.0 plugin from its own header.
+    static let abi10IncludeDirectory = Repository.path("Tests/Fixtures/abi-1.0")
+
     static func build(_ name: String, defines: [String] = [], source: String = probeSource,
-                      in directory: String = makeTemporaryDirectory("plugins")) throws -> String {
+                      in directory: String = makeTemporaryDirectory("plugins"),
+                      include: String = includeDirectory) throws -> String {
         let sourcePath = directory + "/\(name).c"
         let libraryPath = directory + "/lib\(name).so"
         try source.write(toFile: sourcePath, atomically: true, encoding: .utf8)
         let arguments = ["cc", "-std=c11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-O1", "-shared", "-fPIC",
-                         "-I", includeDirectory] + defines.map { "-D" + $0 } + [sourcePath, "-o", libraryPath, "-lm"]
+                         "-I", include] + defines.map { "-D" + $0 } + [sourcePath, "-o", libraryPath, "-lm"]
         let result = try runProcess("/usr/bin/env", arguments)
         guard result.status == 0 else { throw CompileError(description: "cc failed for \(name): \(result.stderr)") }
         return libraryPath

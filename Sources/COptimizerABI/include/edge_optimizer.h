@@ -1,5 +1,5 @@
 /*
- * edge_optimizer.h: the EdgeFinetune optimizer plugin ABI, version 1.0.
+ * edge_optimizer.h: the EdgeFinetune optimizer plugin ABI, version 1.1.
  *
  * An optimizer plugin is a shared library that exports one C symbol,
  * edge_optimizer_entry, and is written against this header alone: it never links
@@ -13,6 +13,8 @@
  *   config_create(host) ------------------> a config holding every option's default
  *   setter(config, value, &msg) ----------> through libffi, one call per --opt name=value
  *   create(host, config, groups) ---------> an instance; the config may go now
+ *   [perturbation(instance, pargs, out)] -> (1.1, optional) the direction the engine
+ *                                           applies for one seed and group, instead of z
  *   step(instance, args) * N -------------> updates the groups' values in place
  *   state_size / save_state / load_state -> checkpoints
  *   destroy(instance)
@@ -45,6 +47,16 @@
  * Fields named reserved* are written as zero and never read. The static asserts at
  * the end pin every field's offset and size; the ABI is defined for 64-bit targets
  * (LP64 and LLP64: 8-byte pointers, 8-byte int64_t and double alignment).
+ *
+ * What 1.1 appended to 1.0 (a 1.0 plugin works unchanged with a 1.1 host, and a
+ * 1.1 plugin with a 1.0 host as long as it checks EDGE_OPT_HAS_FIELD before reading
+ * an appended field):
+ *   - edge_opt_create_info: each group's logical shape (group_ranks, group_dims) and
+ *     the tensors it covers (group_tensor_counts, group_tensor_names);
+ *   - edge_opt_step_args: total_steps, base_learning_rate, step_flags
+ *     (EDGE_OPT_STEP_FIRST_AFTER_RESUME);
+ *   - edge_opt_plugin: the optional perturbation hook (edge_opt_perturbation_args);
+ *   - static inline helpers for authors: edge_opt_check_step, edge_opt_estimate.
  *
  * ---------------------------------------------------------------------------------
  * Errors
@@ -103,7 +115,7 @@ extern "C" {
 
 /** The ABI this header defines. */
 #define EDGE_OPT_ABI_MAJOR 1
-#define EDGE_OPT_ABI_MINOR 0
+#define EDGE_OPT_ABI_MINOR 1
 
 /** The one symbol a plugin exports (type edge_opt_entry_fn). */
 #define EDGE_OPT_ENTRY_SYMBOL "edge_optimizer_entry"
@@ -160,9 +172,10 @@ typedef int32_t edge_opt_status;
 #define EDGE_OPT_NEGOTIATION_VERSION 1
 #define EDGE_OPT_HOST_VERSION 1
 #define EDGE_OPT_OPTION_VERSION 1
-#define EDGE_OPT_CREATE_INFO_VERSION 1
-#define EDGE_OPT_STEP_ARGS_VERSION 1
-#define EDGE_OPT_PLUGIN_VERSION 1
+#define EDGE_OPT_CREATE_INFO_VERSION 2 /* 2 (ABI 1.1): shapes and tensor names */
+#define EDGE_OPT_STEP_ARGS_VERSION 2   /* 2 (ABI 1.1): run length, base rate, flags */
+#define EDGE_OPT_PLUGIN_VERSION 2      /* 2 (ABI 1.1): the perturbation hook */
+#define EDGE_OPT_PERTURBATION_ARGS_VERSION 1
 
 /** Size in bytes of version 1 of each struct: the smallest a reader accepts. */
 #define EDGE_OPT_NEGOTIATION_SIZE_V1 40
@@ -171,6 +184,20 @@ typedef int32_t edge_opt_status;
 #define EDGE_OPT_CREATE_INFO_SIZE_V1 32
 #define EDGE_OPT_STEP_ARGS_SIZE_V1 96
 #define EDGE_OPT_PLUGIN_SIZE_V1 120
+/** Size of version 2 (ABI 1.1) of the structs 1.1 appended to. */
+#define EDGE_OPT_CREATE_INFO_SIZE_V2 64
+#define EDGE_OPT_STEP_ARGS_SIZE_V2 112
+#define EDGE_OPT_PLUGIN_SIZE_V2 128
+#define EDGE_OPT_PERTURBATION_ARGS_SIZE_V1 40
+
+/** The largest rank of a group's logical shape (edge_opt_create_info.group_ranks). */
+#define EDGE_OPT_MAX_RANK 4
+
+/** Step flags (edge_opt_step_args.step_flags, ABI 1.1). */
+/** This step is the first of a process that resumed from a checkpoint: the state was
+ *  just loaded with load_state (e.g. a plugin that caches something derived from its
+ *  state, and does not save it, rebuilds it now). */
+#define EDGE_OPT_STEP_FIRST_AFTER_RESUME 0x1u
 
 /** For messages: "1" from EDGE_OPT_STRINGIFY(EDGE_OPT_ABI_MAJOR). */
 #define EDGE_OPT_STRINGIFY_(x) #x
@@ -301,6 +328,21 @@ typedef struct edge_opt_option {
  * values (its name only for messages). Owned by the host, valid during create
  * only: copy what is needed. The same groups, in the same order and with the same
  * counts, come in every step.
+ *
+ * ABI 1.1 appends each group's logical shape, so that a plugin can treat a group as a
+ * matrix: group g is a tensor of rank r = group_ranks[g] (1 <= r <= EDGE_OPT_MAX_RANK)
+ * with dims group_dims[g * EDGE_OPT_MAX_RANK + k] for k < r (the rest zero), stored
+ * row-major: the last dim varies fastest, and the product of the dims is
+ * group_counts[g]. The shapes the engine gives:
+ *   - a new token's embedding (textual inversion): (dim);
+ *   - a matrix's block scales (QZO): (rows, scales per row), one row of the matrix
+ *     per row of the group; offsets (Q4_1's m, K-quants' mins) the same, in their own
+ *     group;
+ *   - a vector (a norm's weight): (dim).
+ * group_tensor_names[g] lists the group_tensor_counts[g] model tensors the group's
+ * values belong to ("blk.0.attn_q.weight"; none for a new token's embedding). A
+ * plugin reading these checks EDGE_OPT_HAS_FIELD first: a 1.0 host does not write
+ * them, and a plugin that cannot work without them refuses in create naming the field.
  */
 typedef struct edge_opt_create_info {
     uint32_t struct_size;            /* sizeof(edge_opt_create_info) */
@@ -309,6 +351,11 @@ typedef struct edge_opt_create_info {
     uint32_t reserved0;
     const char *const *group_names;  /* [group_count] UTF-8 names */
     const uint64_t *group_counts;    /* [group_count] values per group, each >= 1 */
+    /* ABI 1.1 (struct_version 2) */
+    const uint32_t *group_ranks;     /* [group_count] rank r of each group's shape */
+    const uint64_t *group_dims;      /* [group_count * EDGE_OPT_MAX_RANK] dims, row-major */
+    const uint32_t *group_tensor_counts;            /* [group_count] */
+    const char *const *const *group_tensor_names;   /* [group_count] -> [group_tensor_counts[g]] */
 } edge_opt_create_info;
 
 /* ------------------------------------------------------------------------------ */
@@ -334,8 +381,17 @@ typedef struct edge_opt_create_info {
  * subspace gradient does): dense[g] is g for group g, to be used instead of the
  * directions (which are still given, e.g. for curvature estimates).
  *
+ * With a perturbation hook (ABI 1.1) z_j is replaced by the plugin's own p_j: the
+ * engine measured L+-_j at theta +- epsilon * s (.) p_j, where p_j is what the hook
+ * wrote for (step, seeds[j], j, group); the plugin forms g from its own p_j (the
+ * host's perturbation_add knows nothing of them), and dense is then always NULL.
+ *
  * The plugin updates values[g][0 .. group_counts[g]) in place. Everything except
  * `values` is read-only; no pointer is kept after the call.
+ *
+ * ABI 1.1 appends the run's metadata: total_steps (the last step number of the
+ * run), base_learning_rate (the rate the schedule scales; learning_rate is its value
+ * at this step, equal to it when the run has no schedule) and step_flags.
  */
 typedef struct edge_opt_step_args {
     uint32_t struct_size;           /* sizeof(edge_opt_step_args) */
@@ -354,7 +410,26 @@ typedef struct edge_opt_step_args {
     float *const *values;           /* [group_count] the groups' values, updated in place */
     const uint64_t *group_counts;   /* [group_count] as at create */
     const float *const *dense;      /* NULL, or [group_count] the dense estimates g */
+    /* ABI 1.1 (struct_version 2) */
+    uint64_t total_steps;           /* the run's last step number (>= step); 0 unknown */
+    float base_learning_rate;       /* the schedule's base rate */
+    uint32_t step_flags;            /* EDGE_OPT_STEP_* */
 } edge_opt_step_args;
+
+/**
+ * What the perturbation hook (ABI 1.1) is asked for: the direction of seed `seed`
+ * (direction `direction` of step `step`) for group `group`, `count` floats
+ * (group_counts[group]). Owned by the host, valid during the call only.
+ */
+typedef struct edge_opt_perturbation_args {
+    uint32_t struct_size;      /* sizeof(edge_opt_perturbation_args) */
+    uint32_t struct_version;   /* EDGE_OPT_PERTURBATION_ARGS_VERSION */
+    uint64_t step;             /* 1-based step the direction is for */
+    uint64_t seed;             /* edge_opt_step_args.seeds[direction] of that step */
+    uint32_t direction;        /* j */
+    uint32_t group;            /* g */
+    uint64_t count;            /* floats to write: group_counts[group] */
+} edge_opt_perturbation_args;
 
 /* ------------------------------------------------------------------------------ */
 /* The plugin                                                                      */
@@ -437,6 +512,28 @@ typedef struct edge_opt_plugin {
      * NULL (or a NULL function) means s = 1.
      */
     const float *(*perturbation_scale)(void *instance, uint32_t group);
+
+    /* ABI 1.1 (struct_version 2) */
+
+    /**
+     * Optional. Writes out[0 .. args->count), the perturbation p the engine applies
+     * for this seed and group instead of its z: it measures the losses at
+     * theta +- epsilon * s (.) p (s from perturbation_scale, 1 without) and hands the
+     * same seeds back at step, where the plugin regenerates p to form its estimate.
+     * So p must be a function of (the instance's state, args) alone: the same bits
+     * for the same arguments until the next step or load_state; derive it from the
+     * seed (host->perturbation_fill with a seed of the plugin's choosing is fine)
+     * rather than storing directions. p should have E[p p^T] ~ I (the scale of z) so
+     * that epsilon and the learning rate mean what they mean for z.
+     * Every value must be finite and exactly args->count are written; `out` is owned
+     * by the host. Called before the step's forward passes, once per direction and
+     * group, between steps (never during one); the host refuses a run whose hook
+     * fails, writes a non-finite value or a wrong count, before any value changes.
+     * A plugin with this hook gets no dense estimates (the engine's subspace
+     * transforms act on z, not on p; the host refuses that combination).
+     */
+    edge_opt_status (*perturbation)(void *instance, const edge_opt_perturbation_args *args, float *out,
+                                    const char **message);
 } edge_opt_plugin;
 
 /* ------------------------------------------------------------------------------ */
@@ -490,6 +587,104 @@ static inline edge_opt_status edge_opt_negotiate(edge_opt_negotiation *negotiati
     negotiation->plugin = plugin;
     negotiation->message = NULL;
     return EDGE_OPT_OK;
+}
+
+/* ------------------------------------------------------------------------------ */
+/* Helpers for plugin authors (ABI 1.1)                                            */
+/* ------------------------------------------------------------------------------ */
+
+/** Whether x is finite (neither NaN nor an infinity), without <math.h>: x - x is 0
+ *  for every finite x and NaN otherwise. Not valid under -ffast-math (neither is
+ *  isfinite there). */
+static inline bool edge_opt_is_finite(float x) {
+    const float d = x - x;
+    return d == d;
+}
+
+/**
+ * The checks every step makes before it writes anything: the arguments' size, the
+ * groups (count and sizes against the instance's `group_count` and `group_counts`,
+ * values non-NULL), learning rate and epsilon finite and epsilon > 0, each
+ * derivative and loss+ finite, loss- finite or NaN (NaN: one-sided), the unperturbed
+ * loss finite when given, and each dense estimate finite. Returns EDGE_OPT_OK, or
+ * EDGE_OPT_ERROR_INVALID_ARGUMENT with *message a static line naming the field.
+ * Add checks of your own after it (HiZOO also needs losses_minus finite).
+ */
+static inline edge_opt_status edge_opt_check_step(const edge_opt_step_args *a, uint32_t group_count,
+                                                  const uint64_t *group_counts, const char **message) {
+    uint32_t g, j;
+    uint64_t i;
+    if (a == NULL || a->struct_size < EDGE_OPT_STEP_ARGS_SIZE_V1) {
+        *message = "step arguments missing or smaller than version 1 of edge_opt_step_args";
+        return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+    }
+    if (a->group_count != group_count) {
+        *message = "edge_opt_step_args.group_count differs from the groups the instance was created for";
+        return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+    }
+    for (g = 0; g < group_count; g++) {
+        if (a->group_counts[g] != group_counts[g] || a->values[g] == NULL) {
+            *message = "edge_opt_step_args.group_counts (or values) differ from the groups at create";
+            return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+        }
+    }
+    if (!edge_opt_is_finite(a->learning_rate) || !edge_opt_is_finite(a->epsilon) || !(a->epsilon > 0)) {
+        *message = "edge_opt_step_args.learning_rate or epsilon is not finite (epsilon must be > 0)";
+        return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+    }
+    for (j = 0; j < a->direction_count; j++) {
+        const float minus = a->losses_minus[j];
+        if (!edge_opt_is_finite(a->derivatives[j])) {
+            *message = "edge_opt_step_args.derivatives has a non-finite value";
+            return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+        }
+        if (!edge_opt_is_finite(a->losses_plus[j]) || (minus == minus && !edge_opt_is_finite(minus))) {
+            *message = "edge_opt_step_args.losses_plus or losses_minus has an infinite value";
+            return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+        }
+    }
+    if (a->has_unperturbed_loss && !edge_opt_is_finite(a->unperturbed_loss)) {
+        *message = "edge_opt_step_args.unperturbed_loss is not finite";
+        return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+    }
+    if (a->dense != NULL) {
+        for (g = 0; g < group_count; g++) {
+            for (i = 0; i < group_counts[g]; i++) {
+                if (!edge_opt_is_finite(a->dense[g][i])) {
+                    *message = "edge_opt_step_args.dense has a non-finite value";
+                    return EDGE_OPT_ERROR_INVALID_ARGUMENT;
+                }
+            }
+        }
+    }
+    return EDGE_OPT_OK;
+}
+
+/**
+ * The gradient estimate for values [start, start + len) of group `group`:
+ * out[k] = dense[group][start + k] when the engine gave dense estimates, else
+ * out[k] = (1/n) sum_j d_j s[start + k] z_j(start + k), n = max(1, direction_count),
+ * formed exactly as the ABI defines g (the terms added in the order of j with the
+ * host's perturbation_add, alpha = d_j / n). `scale` points at s[start] (NULL: s = 1).
+ * `out` holds len floats; work in chunks of a few thousand values so that nothing of
+ * the group's size is needed. Not for plugins with a perturbation hook (their p_j are
+ * their own).
+ */
+static inline void edge_opt_estimate(const edge_opt_host *host, const edge_opt_step_args *a, uint32_t group,
+                                     uint64_t start, uint64_t len, const float *scale, float *out) {
+    uint64_t k;
+    uint32_t j;
+    if (a->dense != NULL) {
+        for (k = 0; k < len; k++) out[k] = a->dense[group][start + k];
+        return;
+    }
+    for (k = 0; k < len; k++) out[k] = 0.0f;
+    {
+        const float n = (float)(a->direction_count > 0 ? a->direction_count : 1);
+        for (j = 0; j < a->direction_count; j++) {
+            host->perturbation_add(host, a->seeds[j], group, start, len, a->derivatives[j] / n, scale, out);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------------ */
@@ -554,7 +749,12 @@ EDGE_OPT_PIN(edge_opt_create_info, group_count, 8, 4);
 EDGE_OPT_PIN(edge_opt_create_info, reserved0, 12, 4);
 EDGE_OPT_PIN(edge_opt_create_info, group_names, 16, 8);
 EDGE_OPT_PIN(edge_opt_create_info, group_counts, 24, 8);
-EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_create_info) == EDGE_OPT_CREATE_INFO_SIZE_V1, "edge_opt_create_info size");
+EDGE_OPT_PIN(edge_opt_create_info, group_ranks, 32, 8);
+EDGE_OPT_PIN(edge_opt_create_info, group_dims, 40, 8);
+EDGE_OPT_PIN(edge_opt_create_info, group_tensor_counts, 48, 8);
+EDGE_OPT_PIN(edge_opt_create_info, group_tensor_names, 56, 8);
+EDGE_OPT_STATIC_ASSERT(offsetof(edge_opt_create_info, group_ranks) == EDGE_OPT_CREATE_INFO_SIZE_V1, "1.1 appends after 1.0");
+EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_create_info) == EDGE_OPT_CREATE_INFO_SIZE_V2, "edge_opt_create_info size");
 
 EDGE_OPT_PIN(edge_opt_step_args, struct_size, 0, 4);
 EDGE_OPT_PIN(edge_opt_step_args, struct_version, 4, 4);
@@ -572,7 +772,20 @@ EDGE_OPT_PIN(edge_opt_step_args, has_unperturbed_loss, 68, 4);
 EDGE_OPT_PIN(edge_opt_step_args, values, 72, 8);
 EDGE_OPT_PIN(edge_opt_step_args, group_counts, 80, 8);
 EDGE_OPT_PIN(edge_opt_step_args, dense, 88, 8);
-EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_step_args) == EDGE_OPT_STEP_ARGS_SIZE_V1, "edge_opt_step_args size");
+EDGE_OPT_PIN(edge_opt_step_args, total_steps, 96, 8);
+EDGE_OPT_PIN(edge_opt_step_args, base_learning_rate, 104, 4);
+EDGE_OPT_PIN(edge_opt_step_args, step_flags, 108, 4);
+EDGE_OPT_STATIC_ASSERT(offsetof(edge_opt_step_args, total_steps) == EDGE_OPT_STEP_ARGS_SIZE_V1, "1.1 appends after 1.0");
+EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_step_args) == EDGE_OPT_STEP_ARGS_SIZE_V2, "edge_opt_step_args size");
+
+EDGE_OPT_PIN(edge_opt_perturbation_args, struct_size, 0, 4);
+EDGE_OPT_PIN(edge_opt_perturbation_args, struct_version, 4, 4);
+EDGE_OPT_PIN(edge_opt_perturbation_args, step, 8, 8);
+EDGE_OPT_PIN(edge_opt_perturbation_args, seed, 16, 8);
+EDGE_OPT_PIN(edge_opt_perturbation_args, direction, 24, 4);
+EDGE_OPT_PIN(edge_opt_perturbation_args, group, 28, 4);
+EDGE_OPT_PIN(edge_opt_perturbation_args, count, 32, 8);
+EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_perturbation_args) == EDGE_OPT_PERTURBATION_ARGS_SIZE_V1, "edge_opt_perturbation_args size");
 
 EDGE_OPT_PIN(edge_opt_plugin, struct_size, 0, 4);
 EDGE_OPT_PIN(edge_opt_plugin, struct_version, 4, 4);
@@ -591,7 +804,9 @@ EDGE_OPT_PIN(edge_opt_plugin, state_size, 88, 8);
 EDGE_OPT_PIN(edge_opt_plugin, save_state, 96, 8);
 EDGE_OPT_PIN(edge_opt_plugin, load_state, 104, 8);
 EDGE_OPT_PIN(edge_opt_plugin, perturbation_scale, 112, 8);
-EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_plugin) == EDGE_OPT_PLUGIN_SIZE_V1, "edge_opt_plugin size");
+EDGE_OPT_PIN(edge_opt_plugin, perturbation, 120, 8);
+EDGE_OPT_STATIC_ASSERT(offsetof(edge_opt_plugin, perturbation) == EDGE_OPT_PLUGIN_SIZE_V1, "1.1 appends after 1.0");
+EDGE_OPT_STATIC_ASSERT(sizeof(edge_opt_plugin) == EDGE_OPT_PLUGIN_SIZE_V2, "edge_opt_plugin size");
 
 #ifdef __cplusplus
 } /* extern "C" */
