@@ -32,6 +32,27 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
     return (ti, try examples(sentences, ti.tokenizer))
 }
 
+/// Trains one new token of `model` on `sentences` with ZO-SGD (batch = micro-batch); returns
+/// the trained values and the training loss before and after.
+func trainTextualInversion(_ model: LlamaModel, steps: Int, batch: Int, learningRate: Float, epsilon: Float = 1e-2,
+                           seed: UInt64) throws -> (values: [Float], before: Double, after: Double) {
+    let (ti, data) = try textualInversion(model)
+    var settings = TrainingSettings()
+    settings.steps = steps
+    settings.batchSize = batch
+    settings.microBatchSize = batch
+    settings.learningRate = learningRate
+    settings.epsilon = epsilon
+    settings.seed = seed
+    let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
+    let loss = { () throws -> Double in
+        try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
+    }
+    let before = try loss()
+    while !trainer.isFinished { try trainer.runStep() }
+    return (ti.values.array, before, try loss())
+}
+
 @Suite struct TrainingTests {
     /// The two-sided estimate converges as ε shrinks: it measures a directional derivative.
     @Test func twoSidedEstimateIsADirectionalDerivative() throws {
@@ -72,26 +93,10 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
 
     /// Training lowers the loss, and the same seed gives the same parameters bit for bit.
     @Test func trainingIsDeterministicAndLowersTheLoss() throws {
-        func run() throws -> ([Float], Double, Double) {
-            let model = try tinyModel()
-            let (ti, data) = try textualInversion(model)
-            var settings = TrainingSettings()
-            settings.steps = 60
-            settings.batchSize = 4
-            settings.microBatchSize = 4
-            settings.learningRate = 0.05
-            settings.epsilon = 1e-2
-            settings.seed = 3
-            let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
-            let before = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
-            while !trainer.isFinished { try trainer.runStep() }
-            let after = try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
-            return (ti.values.array, before, after)
-        }
-        let a = try run()
-        let b = try run()
-        #expect(a.0 == b.0, "same seed, same parameters")
-        #expect(a.2 < a.1, "loss \(a.1) → \(a.2)")
+        let a = try trainTextualInversion(try tinyModel(), steps: 60, batch: 4, learningRate: 0.05, seed: 3)
+        let b = try trainTextualInversion(try tinyModel(), steps: 60, batch: 4, learningRate: 0.05, seed: 3)
+        #expect(a.values == b.values, "same seed, same parameters")
+        #expect(a.after < a.before, "loss \(a.before) → \(a.after)")
     }
 
     /// The same run on one thread gives the same parameters bit for bit: no product's
@@ -101,17 +106,7 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
             let saved = Parallel.threadCount
             Parallel.threadCount = threads
             defer { Parallel.threadCount = saved }
-            let model = try tinyModel()
-            let (ti, data) = try textualInversion(model)
-            var settings = TrainingSettings()
-            settings.steps = 20
-            settings.batchSize = 6
-            settings.microBatchSize = 6
-            settings.learningRate = 0.5
-            settings.seed = 4
-            let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
-            while !trainer.isFinished { try trainer.runStep() }
-            return ti.values.array
+            return try trainTextualInversion(try tinyModel(), steps: 20, batch: 6, learningRate: 0.5, seed: 4).values
         }
         let two = try run(threads: 2)
         let one = try run(threads: 1)
