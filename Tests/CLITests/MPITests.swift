@@ -117,6 +117,36 @@ struct MPITests {
         #expect(try bytes(dir + "/a.gguf") == bytes(dir + "/single.gguf"))
     }
 
+    /// A rank killed (SIGKILL) once the first checkpoint is on disk: the run ends on every
+    /// rank (mpirun returns), rank 0 leaves one line with its step, mpirun names the dead
+    /// rank, and the checkpoint left behind resumes, in one process, to the adapter of an
+    /// uninterrupted run.
+    @Test func aRankThatDiesEndsTheRunAndItsCheckpointResumes() throws {
+        let dir = makeTemporaryDirectory("mpi-killed")
+        let steps = 600
+        let single = try runCLI(textualInversion(dir + "/single.gguf", steps: steps))
+        #expect(single.status == 0, "\(single.stderr)")
+        let args = textualInversion(dir + "/a.gguf", steps: steps) + ["--checkpoint-dir", dir + "/ckpt", "--checkpoint-every", "10", "--rank-timeout", "30"]
+        let launcher = try #require(OpenMPI.mpirun, "mpirun not found: scripts/setup installs Open MPI (openmpi-bin, libopenmpi-dev)")
+        // Rank 1 is a shell that starts a watcher, then becomes edge-finetune (exec keeps its
+        // pid); the watcher kills it as soon as rank 0 has written a checkpoint.
+        let killer = "(while ! ls \"$CKPT\" 2>/dev/null | grep -q 'efck$'; do sleep 0.05; done; kill -9 $$) & exec \"$0\" \"$@\""
+        var environment = OpenMPI.environment
+        environment["CKPT"] = dir + "/ckpt"
+        let r = try runProcess(launcher, ["--oversubscribe", "--bind-to", "none", "-np", "1", Products.cli] + args
+                                   + [":", "-np", "1", "/bin/sh", "-c", killer, Products.cli] + args,
+                               environment: environment)
+        #expect(r.status != 0, "the run must fail when a rank dies: \(r.stderr)")
+        let lines = r.stderr.split(separator: "\n").filter { $0.contains("rank 0: stopped by mpirun") }
+        #expect(lines.count == 1 && lines[0].contains("at step"), "rank 0's one line with its step: \(r.stderr)")
+        #expect(r.stderr.contains("rank 1"), "mpirun names the dead rank: \(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/a.gguf"), "no adapter from a run that did not finish")
+        let resumed = try runCLI(textualInversion(dir + "/a.gguf", steps: steps) + ["--checkpoint-dir", dir + "/ckpt", "--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming from"), "\(resumed.stderr)")
+        #expect(try bytes(dir + "/a.gguf") == bytes(dir + "/single.gguf"), "the resumed run ends on the uninterrupted adapter")
+    }
+
     /// Ranks started with different flags or data refuse to start, naming what differs, in one line.
     @Test func ranksThatDisagreeRefuseToStart() throws {
         let dir = makeTemporaryDirectory("mpi-disagree")
