@@ -4,7 +4,9 @@ import Testing
 
 /// `edge-finetune plugins list|describe|check`, run as a user runs them.
 @Suite struct PluginsCommandTests {
-    static let shipped = ["zo-sgd", "zo-sgd-sign", "zo-adam", "hizoo"]
+    /// The shipped plugins and the versions their sources declare (hizoo 1.1.0 gained `block`).
+    static let shipped = ["zo-sgd": "1.0.0", "zo-sgd-sign": "1.0.0", "zo-adam": "1.0.0", "hizoo": "1.1.0",
+                          "mfac": "1.0.0", "polargrad": "1.0.0", "lozo": "1.0.0"]
 
     /// The environment with `EDGE_FINETUNE_PLUGIN_PATH` set to `directory`.
     func environment(pluginPath directory: String) -> [String: String] {
@@ -17,16 +19,16 @@ import Testing
         let r = try runCLI(["plugins", "list", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
-        #expect(object["host_abi"] as? String == "1.0")
+        #expect(object["host_abi"] as? String == "1.1")
         let plugins = object["plugins"] as! [[String: Any]]
-        for name in Self.shipped {
+        for (name, version) in Self.shipped {
             let p = plugins.first { $0["name"] as? String == name }
-            #expect(p?["version"] as? String == "1.0.0", "\(name): \(String(describing: p))")
-            #expect(p?["abi"] as? String == "1.0")
+            #expect(p?["version"] as? String == version, "\(name): \(String(describing: p))")
+            #expect(p?["abi"] as? String == "1.1", "\(name) is built against the 1.1 header")
             #expect((p?["path"] as? String)?.hasSuffix("/lib\(name).so") == true)
         }
         let text = try runCLI(["plugins", "list"])
-        #expect(text.stdout.contains("host optimizer ABI 1.0"))
+        #expect(text.stdout.contains("host optimizer ABI 1.1"))
         #expect(text.stdout.contains("zo-adam") && text.stdout.contains("1.0.0"))
     }
 
@@ -52,7 +54,7 @@ import Testing
     @Test func describeListsOptions() throws {
         let r = try runCLI(["plugins", "describe", "hizoo"])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("hizoo 1.0.0 (optimizer ABI 1.0)"))
+        #expect(r.stdout.contains("hizoo 1.1.0 (optimizer ABI 1.1)"), "\(r.stdout)")
         #expect(r.stdout.contains("needs the unperturbed loss: yes"))
         for line in ["alpha", "min_hessian", "weight_decay"] { #expect(r.stdout.contains(line)) }
         #expect(r.stdout.contains("1e-08"))
@@ -60,7 +62,7 @@ import Testing
         #expect(adam.stdout.contains("bias_correction  bool    true"), "\(adam.stdout)")
     }
 
-    @Test(arguments: shipped) func checkPassesShippedPlugin(_ name: String) throws {
+    @Test(arguments: shipped.keys.sorted()) func checkPassesShippedPlugin(_ name: String) throws {
         let r = try runCLI(["plugins", "check", name])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         #expect(!r.stdout.contains("FAIL"))
