@@ -46,6 +46,22 @@ struct MemoryBudgetTests {
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
+    /// A plugin that takes and frees a copy of every trained value each step (mfac) keeps
+    /// to its plan: freed blocks go back to the system instead of fragmenting the heap
+    /// (before, the resident set grew by 13 MB a step, past the plan by step 3).
+    @Test func aPluginThatAllocatesEachStepStaysWithinThePlan() throws {
+        let out = makeTemporaryDirectory("budget-mfac") + "/scales.gguf"
+        let r = try runCLI(["train", "--method", "qzo", "--model", ReferenceModel.path, "--data", data, "--steps", "10",
+                            "--batch", "2", "--optimizer", "mfac", "--memory-budget", "400M", "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let plan = r.stderr.split(separator: "\n").first { $0.hasPrefix("memory plan") }
+        let total = plan.flatMap { line in
+            line.components(separatedBy: "total ").last?.split(separator: " ").first.flatMap { Double($0) }
+        }
+        let planned = try #require(total, "no total in the plan: \(r.stderr)") * 1e6
+        #expect(r.peakRSS > 0 && Double(r.peakRSS) <= planned, "peak \(r.peakRSS) against the plan's \(planned)")
+    }
+
     @Test func impossibleBudgetIsRefusedUpFront() throws {
         let r = try train("30M")
         #expect(r.status != 0)
