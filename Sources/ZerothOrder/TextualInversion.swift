@@ -194,6 +194,11 @@ public final class TextualInversion: TrainableSet, Objective {
     /// Where weights are read from (nil: the mapped file).
     public var weights: WeightSource?
 
+    /// Whether a step runs each example's positions before its first new token once for
+    /// all points (they are the same at every point: only the new rows differ) and only
+    /// the rest once per point. The loss sums are the same up to float rounding.
+    public var sharePrefix = true
+
     public var dim: Int { model.config.dim }
     public var passCapacity: Int { state.capacity }
 
@@ -251,47 +256,92 @@ public final class TextualInversion: TrainableSet, Objective {
         var extra = rows.extraTokens(tables[0])
         extra.tables = tables
 
-        // Examples × points in passes of at most `passCapacity` tokens.
+        // Examples × points in passes of at most `passCapacity` tokens. With `sharePrefix`,
+        // an example's positions before its first new token are run once (at point 0) and
+        // every other point runs only the rest, reading the prefix's keys and values; the
+        // prefix's final hidden states are then scored once per point with that point's
+        // new rows (on a tied output they enter every position's softmax), so each point's
+        // loss sum is the unshared one up to float rounding.
         var sums = totals
-        var sequences = [[Int32]]()
+        var tokens = [Int32]()
+        var spans = [SequenceSpan]()
         var targets = [Int32]()
         var soft = [SoftTarget?]()
-        var variants = [Int]()
+        // Shared prefixes to score again for another point: batch rows from..<from+count.
+        var copies = [(from: Int, count: Int, variant: Int)]()
         let distilled = examples.first?.soft != nil
         func flush() throws(TrainingError) {
-            guard !sequences.isEmpty else { return }
-            let batch = Batch(sequences: sequences, variants: variants)
+            guard !spans.isEmpty else { return }
+            let batch = Batch(tokens: tokens, spans: spans)
             do { try model.validate(batch, state, extra: extra) } catch { throw .model(error) }
             model.forward(batch, state, extra: extra, weights: weights)
+            // The rows to score: the pass's own, then each shared prefix again per point,
+            // its final hidden states copied after the pass's rows (the packing keeps the
+            // unshared row count within the state's capacity).
+            var lossTokens = tokens, lossTargets = targets, lossSoft = soft
+            var lossSpans = spans.map { SequenceSpan(start: $0.start, count: $0.count, position: $0.position, variant: $0.variant) }
+            for c in copies {
+                let at = lossTokens.count
+                (state.xb.pointer + at * dim).update(from: state.xb.pointer + c.from * dim, count: c.count * dim)
+                lossTokens.append(contentsOf: tokens[c.from..<(c.from + c.count)])
+                lossTargets.append(contentsOf: targets[c.from..<(c.from + c.count)])
+                if distilled { lossSoft.append(contentsOf: soft[c.from..<(c.from + c.count)]) }
+                lossSpans.append(SequenceSpan(start: at, count: c.count, variant: c.variant))
+            }
+            let scored = Batch(tokens: lossTokens, spans: lossSpans)
             let losses = distilled
-                ? model.crossEntropies(batch, state, soft: soft, extra: extra, scratch: output, weights: weights)
-                : model.negativeLogLikelihoods(batch, state, targets: targets, extra: extra, scratch: output, weights: weights)
-            for span in batch.spans {
-                for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
+                ? model.crossEntropies(scored, state, soft: lossSoft, extra: extra, scratch: output, weights: weights)
+                : model.negativeLogLikelihoods(scored, state, targets: lossTargets, extra: extra, scratch: output, weights: weights)
+            for span in scored.spans {
+                for t in span.start..<(span.start + span.count) where lossTargets[t] >= 0 {
                     sums[span.variant].tokens += 1
                     sums[span.variant].totalNLL += Double(losses[t])
                 }
             }
-            sequences.removeAll(keepingCapacity: true)
+            tokens.removeAll(keepingCapacity: true)
+            spans.removeAll(keepingCapacity: true)
             targets.removeAll(keepingCapacity: true)
             soft.removeAll(keepingCapacity: true)
-            variants.removeAll(keepingCapacity: true)
+            copies.removeAll(keepingCapacity: true)
         }
-        var used = 0
-        for example in examples {
-            guard example.tokens.count * points.count <= state.capacity || example.tokens.count <= state.capacity else {
-                throw .invalidSetting("an example of \(example.tokens.count) tokens does not fit a pass of \(state.capacity)")
+        func append(_ example: Example, from first: Int, variant: Int, prefixStart: Int?) {
+            let n = example.tokens.count
+            spans.append(SequenceSpan(start: tokens.count, count: n - first, position: first, variant: variant,
+                                      prefixStart: prefixStart))
+            tokens.append(contentsOf: example.tokens[first..<n])
+            targets.append(contentsOf: example.targets[first..<n])
+            if distilled {
+                if let s = example.soft { soft.append(contentsOf: s[first..<n]) } else { soft.append(contentsOf: Array(repeating: nil, count: n - first)) }
             }
-            for p in points.indices {
-                if used + example.tokens.count > state.capacity {
+        }
+        var used = 0  // rows to score in the pass (the unshared pass's size)
+        for example in examples {
+            let n = example.tokens.count
+            guard n * points.count <= state.capacity || n <= state.capacity else {
+                throw .invalidSetting("an example of \(n) tokens does not fit a pass of \(state.capacity)")
+            }
+            let shared = sharePrefix && points.count > 1 ? example.tokens.firstIndex { Int($0) >= firstID } ?? n : 0
+            if shared > 0 && n * points.count <= state.capacity {
+                if used + n * points.count > state.capacity {
                     try flush()
                     used = 0
                 }
-                sequences.append(example.tokens)
-                targets.append(contentsOf: example.targets)
-                if distilled { soft.append(contentsOf: example.soft ?? Array(repeating: nil, count: example.tokens.count)) }
-                variants.append(p)
-                used += example.tokens.count
+                let start = tokens.count
+                append(example, from: 0, variant: 0, prefixStart: nil)
+                for p in 1..<points.count {
+                    if shared < n { append(example, from: shared, variant: p, prefixStart: start) }
+                    copies.append((from: start, count: shared, variant: p))
+                }
+                used += n * points.count
+                continue
+            }
+            for p in points.indices {
+                if used + n > state.capacity {
+                    try flush()
+                    used = 0
+                }
+                append(example, from: 0, variant: p, prefixStart: nil)
+                used += n
             }
         }
         try flush()
