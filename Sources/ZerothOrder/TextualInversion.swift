@@ -24,6 +24,7 @@
 // Qwen2.5's 0.015. With a step in absolute units (lr 1e-2 on θ) a Gemma step moved θ by
 // twice its own RMS and the held-out NLL went from 4.14 to 12.2 in two steps.
 
+import Foundation
 import Model
 import Quant
 
@@ -270,39 +271,99 @@ public final class TextualInversion: TrainableSet, Objective {
         // Shared prefixes to score again for another point: batch rows from..<from+count.
         var copies = [(from: Int, count: Int, variant: Int)]()
         let distilled = examples.first?.soft != nil
+        // Batch row of a shared prefix's sequence → the prefix's length.
+        var prefixLength = [Int: Int]()
+        func add(_ losses: [Float], _ batch: Batch, _ targets: [Int32]) {
+            for span in batch.spans {
+                for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
+                    sums[span.variant].tokens += 1
+                    sums[span.variant].totalNLL += Double(losses[t])
+                }
+            }
+        }
+        // The shared prefixes' positions at every point. Their final hidden states h are
+        // the same at each point; only the new tokens' logits (their output rows · h)
+        // differ. So the vocabulary's log-sum-exp is computed once per position, by the
+        // tiled head without the new tokens (scoring a vocabulary token s: it gives
+        // LSE − logit(s), and logit(s) is one row · h), and each point folds in its own
+        // new tokens' logits.
+        func scorePrefixes(_ prefixes: [SequenceSpan]) throws(TrainingError) {
+            var surrogate = [Int32](repeating: -1, count: tokens.count)
+            for span in prefixes {
+                for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
+                    surrogate[t] = Int(targets[t]) < firstID ? targets[t] : 0
+                }
+            }
+            let batch = Batch(tokens: tokens, spans: prefixes)
+            let partial = model.negativeLogLikelihoods(batch, state, targets: surrogate, extra: nil, scratch: output, weights: weights)
+            let source: WeightSource = weights ?? model
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: dim + k) { buffer in
+                let row = buffer.baseAddress!, logits = buffer.baseAddress! + dim
+                for span in prefixes {
+                    for t in span.start..<(span.start + span.count) where targets[t] >= 0 {
+                        let h = UnsafePointer(state.xb.pointer + t * dim)
+                        let s = Int(surrogate[t])
+                        source.outputRows(s..<(s + 1), thread: 0).dequantize(rows: 0..<1, into: row)
+                        let surrogateLogit = dotF32(row, h, count: dim)
+                        let vocabularyLSE = partial[t] + surrogateLogit
+                        for p in points.indices {
+                            for e in 0..<k { logits[e] = dotF32(extra.outputRows(p) + e * dim, h, count: dim) }
+                            var mx = vocabularyLSE, sum: Float = 1
+                            foldLogSumExp(logits, count: k, runningMax: &mx, runningSum: &sum)
+                            let target = Int(targets[t])
+                            let targetLogit = target >= firstID ? logits[target - firstID] : surrogateLogit
+                            sums[p].tokens += 1
+                            sums[p].totalNLL += Double(mx) + log(Double(sum)) - Double(targetLogit)
+                        }
+                    }
+                }
+            }
+        }
         func flush() throws(TrainingError) {
             guard !spans.isEmpty else { return }
             let batch = Batch(tokens: tokens, spans: spans)
             do { try model.validate(batch, state, extra: extra) } catch { throw .model(error) }
             model.forward(batch, state, extra: extra, weights: weights)
-            // The rows to score: the pass's own, then each shared prefix again per point,
-            // its final hidden states copied after the pass's rows (the packing keeps the
-            // unshared row count within the state's capacity).
-            var lossTokens = tokens, lossTargets = targets, lossSoft = soft
-            var lossSpans = spans.map { SequenceSpan(start: $0.start, count: $0.count, position: $0.position, variant: $0.variant) }
-            for c in copies {
-                let at = lossTokens.count
-                (state.xb.pointer + at * dim).update(from: state.xb.pointer + c.from * dim, count: c.count * dim)
-                lossTokens.append(contentsOf: tokens[c.from..<(c.from + c.count)])
-                lossTargets.append(contentsOf: targets[c.from..<(c.from + c.count)])
-                if distilled { lossSoft.append(contentsOf: soft[c.from..<(c.from + c.count)]) }
-                lossSpans.append(SequenceSpan(start: at, count: c.count, variant: c.variant))
-            }
-            let scored = Batch(tokens: lossTokens, spans: lossSpans)
-            let losses = distilled
-                ? model.crossEntropies(scored, state, soft: lossSoft, extra: extra, scratch: output, weights: weights)
-                : model.negativeLogLikelihoods(scored, state, targets: lossTargets, extra: extra, scratch: output, weights: weights)
-            for span in scored.spans {
-                for t in span.start..<(span.start + span.count) where lossTargets[t] >= 0 {
-                    sums[span.variant].tokens += 1
-                    sums[span.variant].totalNLL += Double(losses[t])
+            if distilled {
+                // Soft targets: each shared prefix scored again per point, its final hidden
+                // states copied after the pass's rows (the packing keeps the unshared row
+                // count within the state's capacity).
+                var lossTokens = tokens, lossSoft = soft, lossTargets = targets
+                var lossSpans = spans.map { SequenceSpan(start: $0.start, count: $0.count, position: $0.position, variant: $0.variant) }
+                for c in copies {
+                    let at = lossTokens.count
+                    (state.xb.pointer + at * dim).update(from: state.xb.pointer + c.from * dim, count: c.count * dim)
+                    lossTokens.append(contentsOf: tokens[c.from..<(c.from + c.count)])
+                    lossTargets.append(contentsOf: targets[c.from..<(c.from + c.count)])
+                    lossSoft.append(contentsOf: soft[c.from..<(c.from + c.count)])
+                    lossSpans.append(SequenceSpan(start: at, count: c.count, variant: c.variant))
                 }
+                let scored = Batch(tokens: lossTokens, spans: lossSpans)
+                let losses = model.crossEntropies(scored, state, soft: lossSoft, extra: extra, scratch: output, weights: weights)
+                add(losses, scored, lossTargets)
+            } else {
+                // Rows past each shared prefix, scored with their point's new rows.
+                var own = [SequenceSpan]()
+                var prefixes = [SequenceSpan]()
+                for span in spans {
+                    if let c = prefixLength[span.start], c > 0 {
+                        prefixes.append(SequenceSpan(start: span.start, count: c))
+                        if c < span.count { own.append(SequenceSpan(start: span.start + c, count: span.count - c, variant: span.variant)) }
+                    } else {
+                        own.append(SequenceSpan(start: span.start, count: span.count, variant: span.variant))
+                    }
+                }
+                let scored = Batch(tokens: tokens, spans: own)
+                add(model.negativeLogLikelihoods(scored, state, targets: targets, extra: extra, scratch: output, weights: weights),
+                    scored, targets)
+                if !prefixes.isEmpty { try scorePrefixes(prefixes) }
             }
             tokens.removeAll(keepingCapacity: true)
             spans.removeAll(keepingCapacity: true)
             targets.removeAll(keepingCapacity: true)
             soft.removeAll(keepingCapacity: true)
             copies.removeAll(keepingCapacity: true)
+            prefixLength.removeAll(keepingCapacity: true)
         }
         func append(_ example: Example, from first: Int, variant: Int, prefixStart: Int?) {
             let n = example.tokens.count
@@ -328,6 +389,7 @@ public final class TextualInversion: TrainableSet, Objective {
                 }
                 let start = tokens.count
                 append(example, from: 0, variant: 0, prefixStart: nil)
+                prefixLength[start] = shared
                 for p in 1..<points.count {
                     if shared < n { append(example, from: shared, variant: p, prefixStart: start) }
                     copies.append((from: start, count: shared, variant: p))
