@@ -27,13 +27,20 @@ public struct SequenceSpan: Sendable, Equatable {
     public var variant: Int
     /// KV-cache slot holding this sequence's earlier positions; nil: the batch holds the whole sequence.
     public var cacheSlot: Int?
+    /// Batch row of position 0 of another sequence of the batch whose positions
+    /// 0..<`position` are this sequence's too (a prefix computed once and shared): this
+    /// sequence's queries read those rows' keys and values for positions below `position`.
+    /// nil: positions below `position` come from the cache slot (or there are none).
+    public var prefixStart: Int?
 
-    public init(start: Int, count: Int, position: Int = 0, variant: Int = 0, cacheSlot: Int? = nil) {
+    public init(start: Int, count: Int, position: Int = 0, variant: Int = 0, cacheSlot: Int? = nil,
+                prefixStart: Int? = nil) {
         self.start = start
         self.count = count
         self.position = position
         self.variant = variant
         self.cacheSlot = cacheSlot
+        self.prefixStart = prefixStart
     }
 }
 
@@ -218,6 +225,12 @@ extension LlamaModel {
         for s in batch.spans where s.position + s.count > state.contextLength {
             throw .contextOverflow(tokens: s.position + s.count, contextLength: state.contextLength)
         }
+        for s in batch.spans {
+            guard let prefix = s.prefixStart else { continue }
+            guard s.cacheSlot == nil, prefix >= 0, prefix + s.position <= batch.count else {
+                throw .emptyInput("a sequence at batch row \(s.start) shares positions 0..<\(s.position) from row \(prefix), which the batch of \(batch.count) tokens does not hold (or it also has a cache slot)")
+            }
+        }
     }
 
     /// The whole pass: embeddings, every block, final norm into `state.xb`. Weights come
@@ -291,7 +304,19 @@ extension LlamaModel {
         let values: UnsafePointer<Float>
         let keyCount: Int
         let firstKeyPosition: Int
-        if let slot = span.cacheSlot, let cache = s.cache {
+        // A shared prefix: key indices below `split` are the prefix sequence's rows, the
+        // rest this sequence's own rows (`keys` then starts at key index `split`).
+        var split = 0
+        var prefixKeys = UnsafePointer(s.k.pointer), prefixValues = UnsafePointer(s.v.pointer)
+        if let prefix = span.prefixStart {
+            prefixKeys = UnsafePointer(s.k.pointer + prefix * c.kvDim + g * hd)
+            prefixValues = UnsafePointer(s.v.pointer + prefix * c.kvDim + g * hd)
+            split = span.position
+            keys = UnsafePointer(s.k.pointer + span.start * c.kvDim + g * hd)
+            values = UnsafePointer(s.v.pointer + span.start * c.kvDim + g * hd)
+            keyCount = span.position + span.count
+            firstKeyPosition = 0
+        } else if let slot = span.cacheSlot, let cache = s.cache {
             let o = cache.offset(slot: slot, layer: l)
             keys = UnsafePointer(cache.keys.pointer + o + g * hd)
             values = UnsafePointer(cache.values.pointer + o + g * hd)
@@ -321,17 +346,49 @@ extension LlamaModel {
             for i in 0..<count {
                 let lo = lower(i), visible = upper(i) - lo
                 let q = queries + i * c.qDim
-                for j in 0..<visible { scores[j] = scale * dotF32(q, keys + (lo + j) * c.kvDim, count: hd) }
+                if split == 0 {
+                    for j in 0..<visible { scores[j] = scale * dotF32(q, keys + (lo + j) * c.kvDim, count: hd) }
+                    softmax(scores, count: visible)
+                    weightedSum(scores, rows: values + lo * c.kvDim, stride: c.kvDim, count: visible, width: hd,
+                                into: out + i * c.qDim)
+                    continue
+                }
+                // Keys lo..<lo+a from the prefix, the rest from this sequence's rows.
+                let a = max(0, min(split, lo + visible) - lo)
+                for j in 0..<a { scores[j] = scale * dotF32(q, prefixKeys + (lo + j) * c.kvDim, count: hd) }
+                let b0 = lo + a - split
+                for j in a..<visible { scores[j] = scale * dotF32(q, keys + (b0 + j - a) * c.kvDim, count: hd) }
                 softmax(scores, count: visible)
-                weightedSum(scores, rows: values + lo * c.kvDim, stride: c.kvDim, count: visible, width: hd,
-                            into: out + i * c.qDim)
+                let o = out + i * c.qDim
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: hd) { part in
+                    for d in 0..<hd { o[d] = 0 }
+                    if a > 0 {
+                        weightedSum(scores, rows: prefixValues + lo * c.kvDim, stride: c.kvDim, count: a, width: hd, into: o)
+                    }
+                    if visible > a {
+                        weightedSum(scores + a, rows: values + b0 * c.kvDim, stride: c.kvDim, count: visible - a, width: hd,
+                                    into: part.baseAddress!)
+                        add(part.baseAddress!, into: o, count: hd)
+                    }
+                }
             }
             return
         }
 
+        // Key columns 0..<a of the scores from the prefix's rows, a..<seen from this
+        // sequence's own rows (a = 0 without a shared prefix).
+        let a = max(0, min(split, low + seen) - low)
+        let ownFirst = low + a - split
+
         // Scores (count, seen) = scale · Q_h (count, hd) · K_g[low..<low+seen]ᵀ
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(seen), Int32(hd),
-                    scale, queries, Int32(c.qDim), keys + low * c.kvDim, Int32(c.kvDim), 0, scores, Int32(seen))
+        if a > 0 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(a), Int32(hd),
+                        scale, queries, Int32(c.qDim), prefixKeys + low * c.kvDim, Int32(c.kvDim), 0, scores, Int32(seen))
+        }
+        if seen > a {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(seen - a), Int32(hd),
+                        scale, queries, Int32(c.qDim), keys + ownFirst * c.kvDim, Int32(c.kvDim), 0, scores + a, Int32(seen))
+        }
 
         // Mask and softmax: query i sees keys lower(i)..<upper(i); the rest weigh 0
         for i in 0..<count {
@@ -343,8 +400,14 @@ extension LlamaModel {
         }
 
         // Output (count, hd) = P (count, seen) · V_g[low..<low+seen] (seen, hd)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(seen),
-                    1, scores, Int32(seen), values + low * c.kvDim, Int32(c.kvDim), 0, out, Int32(c.qDim))
+        if a > 0 {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(a),
+                        1, scores, Int32(seen), prefixValues + low * c.kvDim, Int32(c.kvDim), 0, out, Int32(c.qDim))
+        }
+        if seen > a {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(seen - a),
+                        1, scores + a, Int32(seen), values + ownFirst * c.kvDim, Int32(c.kvDim), a > 0 ? 1 : 0, out, Int32(c.qDim))
+        }
     }
 }
 
