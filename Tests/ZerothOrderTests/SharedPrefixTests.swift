@@ -80,20 +80,7 @@ import ZerothOrder
         let model = try tinyModel(name)
         let (ti, data) = try objective(model, points: 2, microBatchTokens: 128)
         ti.sharePrefix = true
-        var settings = TrainingSettings()
-        settings.steps = 40
-        settings.batchSize = 6
-        settings.microBatchSize = 6
-        settings.learningRate = 0.75
-        settings.epsilon = 1e-2
-        settings.seed = 1
-        let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
-        let loss = { () throws -> Double in
-            try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
-        }
-        let before = try loss()
-        while !trainer.isFinished { try trainer.runStep() }
-        let after = try loss()
+        let (before, after) = try train(ti, data, steps: 40, batch: 6, learningRate: 0.75, seed: 1)
         #expect(after < before - 0.01, "\(name): loss \(before) → \(after)")
     }
 }

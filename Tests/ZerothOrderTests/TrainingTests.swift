@@ -37,6 +37,13 @@ func textualInversion(_ model: LlamaModel, points: Int = 2) throws -> (TextualIn
 func trainTextualInversion(_ model: LlamaModel, steps: Int, batch: Int, learningRate: Float, epsilon: Float = 1e-2,
                            seed: UInt64) throws -> (values: [Float], before: Double, after: Double) {
     let (ti, data) = try textualInversion(model)
+    let (before, after) = try train(ti, data, steps: steps, batch: batch, learningRate: learningRate, epsilon: epsilon, seed: seed)
+    return (ti.values.array, before, after)
+}
+
+/// Trains `ti` on `data` with ZO-SGD (batch = micro-batch); the loss on `data` before and after.
+func train(_ ti: TextualInversion, _ data: [Example], steps: Int, batch: Int, learningRate: Float, epsilon: Float = 1e-2,
+           seed: UInt64) throws -> (before: Double, after: Double) {
     var settings = TrainingSettings()
     settings.steps = steps
     settings.batchSize = batch
@@ -44,13 +51,13 @@ func trainTextualInversion(_ model: LlamaModel, steps: Int, batch: Int, learning
     settings.learningRate = learningRate
     settings.epsilon = epsilon
     settings.seed = seed
-    let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [model.config.dim]), settings: settings, train: data)
+    let trainer = try Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [ti.model.config.dim]), settings: settings, train: data)
     let loss = { () throws -> Double in
         try ti.lossSums(at: [.unperturbed], epsilon: 0, shape: PerturbationShape(scales: []), examples: data)[0].nll
     }
     let before = try loss()
     while !trainer.isFinished { try trainer.runStep() }
-    return (ti.values.array, before, try loss())
+    return (before, try loss())
 }
 
 @Suite struct TrainingTests {
