@@ -17,6 +17,10 @@
 //                 its matmul tile and attention scores, and the output head's scratch
 //   trainable     master copies of the trained values, and a backup for a refused step
 //   optimizer     its state (moments, Hessian estimates), plugin allocations included
+//   perturbation directions
+//                 for an optimizer with a perturbation hook (ABI 1.1): the directions it gives
+//                 for the step, q floats per trained value, held from before the first forward
+//                 pass to the update (a part of its own, so a refusal can name it)
 //   other         subspace-gradient history, QZO's per-block scale buffers, checkpoint
 //                 encoding (a copy of the state)
 //   margin        allocator slack and thread stacks: 2 MB plus 3% of the rest
@@ -51,13 +55,17 @@ public struct MemoryRequest: Sendable {
     public var contextLength: Int
     public var trainableValues: Int
     public var optimizerStateBytes: Int
+    /// The directions an optimizer's perturbation hook gives for one step (q floats per
+    /// trained value, `perturbationDirectionBytes(...)`); 0 when the engine draws z itself.
+    public var perturbationDirectionBytes: Int
     public var otherBytes: Int
 
     public init(budget: Int, config: LlamaConfig, fileBytes: Int, largestLayerBytes: Int, outputRowBytes: Int,
                 vocabularyEntries: Int, batchSize: Int, exampleLengths: [Int], points: Int, pointsShareAPass: Bool,
                 contextLength: Int, trainableValues: Int, optimizerStateBytes: Int, otherBytes: Int = 0,
-                tokenizerBytes: Int? = nil) {
+                tokenizerBytes: Int? = nil, perturbationDirectionBytes: Int = 0) {
         self.tokenizerBytes = tokenizerBytes
+        self.perturbationDirectionBytes = perturbationDirectionBytes
         self.budget = budget
         self.config = config
         self.fileBytes = fileBytes
@@ -103,7 +111,8 @@ public struct MemoryPlanError: Error, CustomStringConvertible {
         let mb = { (b: Int) in String(format: "%.1f MB", Double(b) / 1_000_000) }
         let big = smallest.largestPart
         return "the memory budget of \(mb(budget)) is too small: the smallest plan (\(smallest.description)) needs \(mb(smallest.total)); "
-            + "the largest part is \(big.name) (\(mb(big.bytes))). Raise --memory-budget (a training run can also train fewer values: fewer --tensors or new tokens, or --kquant-scales super on K-quant files)."
+            + "the largest part is \(big.name) (\(mb(big.bytes))). Raise --memory-budget (a training run can also train fewer values: fewer --tensors or new tokens, or --kquant-scales super on K-quant files"
+            + (big.name == "perturbation directions" ? "; or use fewer --directions: the optimizer's perturbation hook gives q floats per trained value" : "") + ")."
     }
 }
 
@@ -124,6 +133,12 @@ public enum MemoryPlanner {
         return (sentencePiece ? 88 : 80) * tokens + bytesPerVocabularyEntry * v.merges.count
             + (rebuilt ? (sentencePiece ? 28 : 16) * tokens : 0)
     }
+    /// What `Trainer.runStep` holds for an optimizer with a perturbation hook: for each of
+    /// the step's `directions`, one float buffer per group (at least one float each).
+    public static func perturbationDirectionBytes(groupCounts: [Int], directions: Int) -> Int {
+        4 * max(0, directions) * groupCounts.reduce(0) { $0 + max(1, $1) }
+    }
+
     /// Allocator slack and thread stacks, besides 3% of the estimate.
     public static let marginBytes = 2_000_000
     /// Rows of the output matrix read per tile when streaming.
@@ -174,7 +189,7 @@ public enum MemoryPlanner {
         let weights = streaming
             ? 2 * r.largestLayerBytes + outputTileRows * (r.outputRowBytes + 4 * c.dim) + 4 * c.dim * (2 * c.layerCount + 1)
             : r.fileBytes
-        let parts: [(String, Int)] = [
+        var parts: [(String, Int)] = [
             ("runtime", runtimeBytes),
             ("tokenizer", r.tokenizerBytes ?? bytesPerVocabularyEntry * r.vocabularyEntries),
             (streaming ? "weights (streamed)" : "weights (mapped)", weights),
@@ -183,6 +198,9 @@ public enum MemoryPlanner {
             ("optimizer state", r.optimizerStateBytes),
             ("other", r.otherBytes),
         ]
+        if r.perturbationDirectionBytes > 0 {
+            parts.insert(("perturbation directions", r.perturbationDirectionBytes), at: parts.count - 1)
+        }
         let sum = parts.reduce(0) { $0 + $1.1 }
         let withMargin = parts + [("margin", marginBytes + 3 * sum / 100)]
         return MemoryPlan(microBatchSize: microBatch, tileRows: tileRows, passTokens: passTokens, streaming: streaming,

@@ -157,7 +157,9 @@ public final class TrainingRun {
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
                                                                   points: points, kquant: o.method.kquantScales) } ?? 0),
-                tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m))
+                tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m),
+                perturbationDirectionBytes: optimizer.providesPerturbation
+                    ? MemoryPlanner.perturbationDirectionBytes(groupCounts: layout.map(\.count), directions: settings.directions) : 0)
             switch MemoryPlanner.plan(request) {
             case .success(let p): plan = p
             case .failure(let e): throw e

@@ -62,6 +62,49 @@ struct MemoryBudgetTests {
         #expect(r.peakRSS > 0 && Double(r.peakRSS) <= planned, "peak \(r.peakRSS) against the plan's \(planned)")
     }
 
+    /// The `needs … MB` total and the `largest part is …` name of a refusal.
+    static func refusal(_ stderr: String) throws -> (mb: Double, largest: String) {
+        let needs = try #require(stderr.range(of: #"\) needs ([0-9.]+) MB"#, options: .regularExpression), "\(stderr)")
+        let mb = try #require(Double(stderr[needs].split(separator: " ")[2]))
+        let largest = try #require(stderr.range(of: #"the largest part is [a-z ()]+\([0-9.]+ MB\)"#, options: .regularExpression), "\(stderr)")
+        return (mb, String(stderr[largest]))
+    }
+
+    /// A plugin with a perturbation hook (lozo): the engine holds the step's directions, q floats per trained value,
+    /// from before the first forward pass to the update. With 4 directions over QZO's 3.3 M scales they are 53 MB,
+    /// the largest part: a budget the same run fits without them (zo-sgd, whose z is drawn on the fly) is refused
+    /// for lozo before any work, naming them.
+    @Test func theDirectionsOfAPerturbationHookAreCounted() throws {
+        let out = makeTemporaryDirectory("budget-hook") + "/scales.gguf"
+        let run = ["train", "--method", "qzo", "--model", ReferenceModel.path, "--data", data, "--steps", "1", "--batch", "1",
+                   "--directions", "4", "--out", out]
+        let sgd = try runCLI(run + ["--memory-budget", "10M"])
+        let lozo = try runCLI(run + ["--optimizer", "lozo", "--memory-budget", "10M"])
+        #expect(sgd.status == 1 && lozo.status == 1, "\(sgd.stderr)\n\(lozo.stderr)")
+        let (sgdMB, _) = try Self.refusal(sgd.stderr)
+        let (lozoMB, largest) = try Self.refusal(lozo.stderr)
+        #expect(!sgd.stderr.contains("perturbation directions"), "\(sgd.stderr)")
+        // 4 directions of 4-byte floats against the 8 bytes per value of "trainable values".
+        let trainable = try #require(lozo.stderr.range(of: #"trainable values [0-9.]+ MB"#, options: .regularExpression))
+        let trainableMB = try #require(Double(lozo.stderr[trainable].split(separator: " ")[2]))
+        let directionsMB = try #require(Double(largest.split(separator: "(").last!.split(separator: " ")[0]))
+        #expect(largest.hasPrefix("the largest part is perturbation directions"), "\(lozo.stderr)")
+        #expect(abs(directionsMB - 2 * trainableMB) <= 0.2 && directionsMB > 40, "\(lozo.stderr)")
+        #expect(lozo.stderr.contains("perturbation directions \(String(format: "%.1f", directionsMB)) MB"), "the plan lists them")
+        #expect(lozoMB - sgdMB >= directionsMB, "\(sgdMB) MB without, \(lozoMB) MB with")
+        // A budget between the two: zo-sgd trains under it, lozo is refused before loading anything.
+        let budget = Int(sgdMB + directionsMB / 2)
+        #expect(lozoMB - 1.03 * directionsMB < Double(budget), "lozo's plan without the directions fits the budget too")
+        let fits = try runCLI(run + ["--memory-budget", "\(budget)M"])
+        #expect(fits.status == 0 && fits.peakRSS <= budget * 1_000_000, "peak \(fits.peakRSS): \(fits.stderr)")
+        let refused = try runCLI(run + ["--optimizer", "lozo", "--memory-budget", "\(budget)M"])
+        #expect(refused.status == 1 && refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("too small") && refused.stderr.contains("the largest part is perturbation directions"),
+                "\(refused.stderr)")
+        #expect(refused.stderr.contains("fewer --directions"), "\(refused.stderr)")
+        #expect(refused.peakRSS < 60_000_000, "peak \(refused.peakRSS) before refusing")
+    }
+
     @Test func impossibleBudgetIsRefusedUpFront() throws {
         let r = try train("30M")
         #expect(r.status != 0)
