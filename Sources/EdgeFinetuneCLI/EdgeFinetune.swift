@@ -33,7 +33,12 @@ struct EdgeFinetune: ParsableCommand {
     /// plugin that takes and frees a copy of the 3.3 M trained values each step (mfac) made
     /// the resident set grow by that copy, 13 MB, every step (304 → 676 MB in 30 QZO steps,
     /// past the memory plan). With the threshold fixed, such blocks are mapped and unmapped
-    /// whole: the same run stays at 304 MB.
+    /// whole: the same run stays at 304 MB. Plugin memory no longer depends on this: the host's
+    /// mem_alloc maps blocks of 1 MiB or more itself (HostServices), for library users too (the
+    /// mfac run above, with this call made a no-op, peaked at 302.0 MB against its 309.8 MB plan).
+    /// It is kept for the engine's own blocks of that size taken and freed every step: the
+    /// backup of θ and a perturbation hook's directions, one per group, which are 3.4 MB for
+    /// a Qwen 1.5B FFN matrix's sub-block scales.
     /// (mallopt is declared in <malloc.h>, which Swift's Glibc module leaves out, so it is
     /// looked up by name; M_MMAP_THRESHOLD is −3 in glibc's ABI.)
     private static func returnLargeBlocksToTheSystem() {

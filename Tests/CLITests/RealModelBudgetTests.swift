@@ -24,9 +24,17 @@ import Testing
         return common + (method == "qzo" ? ["--method", "qzo", "--data", chat] : ["--new-token", " <x>", "--data", paris])
     }
 
-    /// A run under `budget` MB: it must stream, succeed and stay within the budget.
-    func expectWithin(_ arguments: [String], budget: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    /// A run under `budget` MB: it must stream, succeed and stay within the budget (and, with `withinThePlan`,
+    /// within the total of the plan it printed).
+    func expectWithin(_ arguments: [String], budget: Int, withinThePlan: Bool = false,
+                      sourceLocation: SourceLocation = #_sourceLocation) throws {
         let r = try runCLI(arguments + ["--memory-budget", "\(budget)M"])
+        if withinThePlan {
+            let total = Self.planLine(r.stderr).components(separatedBy: "; total ").last?.split(separator: " ").first
+            let planned = try #require(total.flatMap { Double($0) }, "no total in the plan: \(r.stderr)", sourceLocation: sourceLocation)
+            #expect(r.peakRSS > 0 && Double(r.peakRSS) <= planned * 1e6,
+                    "peak RSS \(r.peakRSS) over the plan's \(planned) MB: \(Self.planLine(r.stderr))", sourceLocation: sourceLocation)
+        }
         #expect(r.status == 0, "\(r.stderr)", sourceLocation: sourceLocation)
         #expect(r.stderr.contains("memory plan") && r.stderr.contains("streaming weights"), "\(r.stderr)",
                 sourceLocation: sourceLocation)
@@ -85,6 +93,24 @@ import Testing
         #expect(r.peakRSS > 0 && r.peakRSS <= budget * 1_000_000, "peak RSS \(r.peakRSS); \(Self.planLine(r.stderr))")
         let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Double]
         #expect(object["nll"]!.isFinite && object["nll"]! < 6, "\(r.stdout)")
+    }
+
+    /// QZO of the 1.5B file's d/dmin per 256 weights (`--kquant-scales super`, 10 M values) under half the file:
+    /// within the budget and within its plan.
+    @Test(.enabled(if: RealModel.qwen15.enabled, "run scripts/setup --all"))
+    func qzoOnQwen15UnderHalfTheFile() throws {
+        let out = makeTemporaryDirectory("real-budget") + "/adapter.gguf"
+        try expectWithin(["train", "--model", RealModel.qwen15.path, "--method", "qzo", "--kquant-scales", "super",
+                          "--data", Repository.path("examples/qzo/train.jsonl"), "--max-length", "64",
+                          "--steps", "2", "--batch", "4", "--out", out],
+                         budget: Self.halfTheFile(.qwen15), withinThePlan: true)
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
+    /// Textual inversion of the 1.5B file under half the file: within the budget and within its plan.
+    @Test(.enabled(if: RealModel.qwen15.enabled, "run scripts/setup --all"))
+    func textualInversionOnQwen15UnderHalfTheFile() throws {
+        try expectWithin(Self.training(.qwen15, "ti", steps: 2, batch: 4), budget: Self.halfTheFile(.qwen15), withinThePlan: true)
     }
 
     /// A budget that cannot work on the 1.5B file is refused before any work, naming the largest part (two blocks of
