@@ -22,7 +22,9 @@
 //                 for the step, q floats per trained value, held from before the first forward
 //                 pass to the update (a part of its own, so a refusal can name it)
 //   other         subspace-gradient history, QZO's per-block scale buffers, checkpoint
-//                 encoding (a copy of the state)
+//                 encoding (a copy of the state), and QZO's export of the adapter: its
+//                 largest trained tensor read back from the file with its scales (11.3 MB
+//                 for a Q6_K FFN matrix of Qwen 1.5B)
 //   margin        allocator slack and thread stacks: 2 MB plus 3% of the rest
 // A micro-batch is a group of whole examples run in one pass; a step's loss is summed over
 // its micro-batches token by token in order, so the plan changes the result only through

@@ -151,6 +151,17 @@ public final class QuantScales: TrainableSet, Objective {
         return 4 * perLayer * 2 * (points + 1)
     }
 
+    /// Bytes the adapter's export holds for its largest tensor (`tunedScales` and the writer):
+    /// the tensor read back from the file, d₀ and m₀, the tuned d (and m), and the writer's copy.
+    public static func exportBytes(model: LlamaModel, patterns: [String], trainOffsets: Bool,
+                                   kquant: KQuantGranularity = .superBlock) -> Int {
+        model.layers.flatMap(\.matrices).filter { t in trains(t.info.type) && patterns.contains { wildcardMatch($0, t.name) } }
+            .map { t in
+                let (blocks, perBlock, offsets) = shape(t.info, trainOffsets: trainOffsets, kquant: kquant)
+                return t.info.byteCount + 4 * blocks * perBlock * (offsets ? 5 : 4)
+            }.max() ?? 0
+    }
+
     /// Trains the block scales of every tensor whose name matches one of `patterns`
     /// (shell-style `*` wildcards) and has block scales.
     public init(model: LlamaModel, patterns: [String], trainOffsets: Bool, kquant: KQuantGranularity = .superBlock,

@@ -156,7 +156,9 @@ public final class TrainingRun {
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
                 otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
-                                                                  points: points, kquant: o.method.kquantScales) } ?? 0),
+                                                                  points: points, kquant: o.method.kquantScales)
+                                        + QuantScales.exportBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
+                                                                  kquant: o.method.kquantScales) } ?? 0),
                 tokenizerBytes: MemoryPlanner.tokenizerBytes(model: m),
                 perturbationDirectionBytes: optimizer.providesPerturbation
                     ? MemoryPlanner.perturbationDirectionBytes(groupCounts: layout.map(\.count), directions: settings.directions) : 0)

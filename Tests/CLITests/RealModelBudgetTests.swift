@@ -107,6 +107,20 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: out))
     }
 
+    /// QZO of one Q6_K matrix's d/dmin (53,760 values): the adapter's export reads the 11.3 MB tensor back from
+    /// the file, which is most of what the run holds besides the streamed weights. Under exactly its smallest plan
+    /// the run stays within it, export included.
+    @Test(.enabled(if: RealModel.qwen15.enabled, "run scripts/setup --all"))
+    func qzoOfOneQwen15MatrixStaysWithinItsPlanThroughTheExport() throws {
+        let out = makeTemporaryDirectory("real-budget") + "/adapter.gguf"
+        let arguments = ["train", "--model", RealModel.qwen15.path, "--method", "qzo", "--kquant-scales", "super",
+                         "--tensors", "blk.0.ffn_down.weight", "--data", Repository.path("examples/qzo/train.jsonl"),
+                         "--max-length", "64", "--steps", "1", "--batch", "1", "--out", out]
+        let (mb, _) = try Self.smallestPlan(arguments)
+        try expectWithin(arguments, budget: Int(mb.rounded(.up)), withinThePlan: true)
+        #expect(FileManager.default.fileExists(atPath: out))
+    }
+
     /// Textual inversion of the 1.5B file under half the file: within the budget and within its plan.
     @Test(.enabled(if: RealModel.qwen15.enabled, "run scripts/setup --all"))
     func textualInversionOnQwen15UnderHalfTheFile() throws {
