@@ -35,6 +35,8 @@ CONFIGS = {
     "spsa-lr0.25": ["--lr", "0.25"],
     "subspace-project": ["--subspace", "project"],  # ZOODiP: project the estimate (tau 128, nu 1e-3)
     "subspace-perturb": ["--subspace", "perturb"],  # perturb inside the kept subspace
+    # perturb along the top r principal directions of token_embd's rows (docs/notes/embedding-subspace.md)
+    **{f"embeddings-{r}": ["--subspace", "embeddings", "--subspace-rank", str(r)] for r in (16, 32, 64, 128)},
 }
 
 
@@ -75,6 +77,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "edge-finetune"))
     ap.add_argument("--model", default=MODEL, help="GGUF file (default: the reference model)")
     ap.add_argument("--extra", default="", help="extra flags for every run, e.g. '--seed 1'")
+    ap.add_argument("--tag", default="", help="suffix of the output files' names, e.g. '-seed1'")
     args = ap.parse_args()
     model = args.model
     out_dir = os.path.join(ROOT, "runs", "ti-bench", os.path.basename(model).removesuffix(".gguf"))
@@ -85,7 +88,7 @@ def main():
     truth = true_embedding(model, true_id(args.binary, model))
     rows = []
     for name in args.config or list(CONFIGS):
-        prefix = os.path.join(out_dir, name)
+        prefix = os.path.join(out_dir, name + args.tag)
         cmd = [args.binary, "train", "--model", model, "--data", os.path.join(EX, "train.jsonl"),
                "--eval-data", os.path.join(EX, "heldout.jsonl"), "--new-token", " <x>",
                "--steps", str(args.steps), "--eval-every", str(args.eval_every),

@@ -75,8 +75,11 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Estimator: two-sided (SPSA, 2q forward passes) or one-sided (q + 1).")
     var estimator: String = "two-sided"
 
-    @Option(name: .long, help: "Subspace gradient for textual inversion: off, project (ZOODiP: project the estimate), perturb (perturb inside the kept subspace).")
+    @Option(name: .long, help: "Subspace for textual inversion: off, project (ZOODiP: project the estimate), perturb (perturb inside ZOODiP's kept subspace), embeddings (perturb along the top --subspace-rank principal directions of token_embd's rows).")
     var subspace: String = "off"
+
+    @Option(name: .long, help: "--subspace embeddings: principal directions kept, 1 to the model's width (default: 64, or the width if smaller).")
+    var subspaceRank: Int?
 
     @Option(name: .long, help: "Subspace refresh period and history length τ in steps.")
     var subspacePeriod = 128
@@ -163,7 +166,11 @@ struct Train: ParsableCommand {
             throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")
         }
         guard subspace == "off" || SubspaceGradient.Mode(rawValue: subspace) != nil else {
-            throw ValidationError("--subspace must be off, project or perturb (got \(subspace))")
+            throw ValidationError("--subspace must be off, project, perturb or embeddings (got \(subspace))")
+        }
+        if let subspaceRank {
+            guard subspace == "embeddings" else { throw ValidationError("--subspace-rank applies to --subspace embeddings (got --subspace \(subspace))") }
+            guard subspaceRank >= 1 else { throw ValidationError("--subspace-rank must be at least 1 (got \(subspaceRank))") }
         }
         let methods = method.split(separator: ",").map(String.init)
         guard !methods.isEmpty, methods.allSatisfy({ $0 == "textual-inversion" || $0 == "qzo" }) else {
@@ -270,6 +277,7 @@ struct Train: ParsableCommand {
         o.settings.evalEvery = evalEvery
         o.settings.clip = methods.contains("qzo") && ddc > 0 ? ddc : nil
         o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold, subspaceWarmup ?? subspacePeriod) }
+        o.subspaceRank = subspaceRank
         o.teacher = teacher.map { ($0, teacherTopK) }
         o.memoryBudget = budget.bytes
         o.checkpointDirectory = checkpointDir
@@ -295,7 +303,7 @@ struct Train: ParsableCommand {
             var settings: [String: Any] = [
                 "method": method, "steps": steps, "batch": batch, "lr": Double(o.settings.learningRate),
                 "eps": Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
-                "subspace": subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
+                "subspace": subspace == "embeddings" ? "embeddings \(run.subspaceRank ?? 0)" : subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
                 "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
                 "step": step,
             ]

@@ -16,6 +16,11 @@
 //   .perturbInside    perturb with the projected z (T(z) = (z Kᵀ) K), so each forward pass
 //                     spends its signal inside the kept subspace; the estimate d·T(z) is
 //                     already in it.
+//
+// And a third, whose subspace is fixed and comes from the model (EmbeddingSubspace.swift):
+//   .embeddings       z = √(dim/r)·Bᵀu, u ~ N(0, I_r) the first r values of the seed's stream, with
+//                     B the top r principal directions of token_embd's rows; the estimate
+//                     d·z is in span(B).
 
 import COpenBLAS
 import Quant
@@ -29,6 +34,7 @@ public final class SubspaceGradient {
     public enum Mode: String, Sendable, CaseIterable {
         case projectEstimate = "project"
         case perturbInside = "perturb"
+        case embeddings
     }
 
     public let mode: Mode
@@ -58,11 +64,49 @@ public final class SubspaceGradient {
         ranks = Array(repeating: dim, count: groups)
     }
 
+    /// A fixed subspace for every group: `basis` (rank, dim), orthonormal rows (`.embeddings`).
+    public init(groups: Int, fixedBasis basis: [Float], rank: Int, dim: Int) {
+        precondition(rank >= 1 && rank <= dim && basis.count == rank * dim, "basis shape")
+        mode = .embeddings
+        period = 1
+        threshold = 0
+        warmup = 0
+        self.dim = dim
+        history = []
+        bases = Array(repeating: basis, count: groups)
+        ranks = Array(repeating: rank, count: groups)
+    }
+
     /// Whether a subspace is in force.
     public var isActive: Bool { bases.contains { !$0.isEmpty } }
 
+    /// Whether the engine's z is transformed before it is applied (`shapePerturbation`).
+    public var transformsPerturbation: Bool { isActive && mode != .projectEstimate }
+
+    /// T(z) for group `g`, in place: the projection inside the kept subspace (`.perturbInside`),
+    /// or √(dim/r)·Bᵀu with u = z[0..<r] (`.embeddings`; E|T(z)|² = dim as for z).
+    public func shapePerturbation(group g: Int, _ z: UnsafeMutablePointer<Float>, count: Int) {
+        switch mode {
+        case .projectEstimate: return
+        case .perturbInside: project(group: g, z, count: count)
+        case .embeddings:
+            let basis = bases[g], rank = ranks[g]
+            guard !basis.isEmpty, count == dim else { return }
+            let scale = Float((Double(dim) / Double(rank)).squareRoot())
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rank) { u in
+                for r in 0..<rank { u[r] = scale * z[r] }
+                for i in 0..<dim { z[i] = 0 }
+                for r in 0..<rank {
+                    let c = u[r]
+                    for i in 0..<dim { z[i] += c * basis[r * dim + i] }
+                }
+            }
+        }
+    }
+
     /// History, position and bases, for checkpoints.
     public func saveState() -> [UInt8] {
+        if mode == .embeddings { return saveFixed() }
         var floats = [Float]()
         for g in history.indices {
             floats += history[g]
@@ -79,6 +123,7 @@ public final class SubspaceGradient {
 
     /// Restores a state saved by a subspace gradient of the same shape.
     public func loadState(_ bytes: [UInt8]) throws(TrainingError) {
+        if mode == .embeddings { return try loadFixed(bytes) }
         guard bytes.count >= 16, (bytes.count - 16) % 4 == 0 else {
             throw .invalidSetting("the checkpoint's subspace-gradient state is malformed")
         }
@@ -117,6 +162,7 @@ public final class SubspaceGradient {
 
     /// Records the values after an update (step is 1-based) and refreshes the subspace every τ steps.
     public func record(step: Int, groups: [ParameterGroup]) {
+        guard mode != .embeddings else { return }
         for (g, group) in groups.enumerated() {
             for i in 0..<dim { history[g][next * dim + i] = group.values[i] }
         }
@@ -142,6 +188,39 @@ public final class SubspaceGradient {
         for r in 0..<rank {
             for i in 0..<dim { v[i] += coefficients[r] * basis[r * dim + i] }
         }
+    }
+
+    /// A fixed basis's state: rank and basis per group. On resume the saved basis is used
+    /// (the run's identity already pins the model and the rank): the continuation then does
+    /// not depend on recomputing the basis to the same bits, e.g. with other BLAS kernels.
+    private func saveFixed() -> [UInt8] {
+        var floats = [Float]()
+        for g in bases.indices { floats.append(Float(ranks[g])); floats += bases[g] }
+        var out = [UInt8]()
+        floats.withUnsafeBytes { out += $0 }
+        return out
+    }
+
+    private func loadFixed(_ bytes: [UInt8]) throws(TrainingError) {
+        let expected = bases.indices.reduce(0) { $0 + 4 * (1 + ranks[$1] * dim) }
+        guard bytes.count == expected else {
+            throw .invalidSetting("the checkpoint's embedding subspace has \(bytes.count) bytes; this run's (rank \(ranks.first ?? 0) of \(dim), \(bases.count) group(s)) has \(expected)")
+        }
+        let floats: [Float] = bytes.withUnsafeBytes { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+        var newBases = bases
+        var i = 0
+        for g in bases.indices {
+            guard floats[i] == Float(ranks[g]) else {
+                throw .invalidSetting("the checkpoint's embedding subspace has rank \(floats[i]) for group \(g); this run's is \(ranks[g])")
+            }
+            let basis = Array(floats[(i + 1)..<(i + 1 + ranks[g] * dim)])
+            guard basis.allSatisfy({ $0.isFinite && abs($0) <= 1 }) else {
+                throw .invalidSetting("the checkpoint's embedding subspace for group \(g) holds values that are not those of unit vectors")
+            }
+            newBases[g] = basis
+            i += 1 + ranks[g] * dim
+        }
+        bases = newBases
     }
 
     /// Recomputes the kept directions of group `g` from its ring buffer.

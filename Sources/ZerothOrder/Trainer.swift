@@ -171,8 +171,8 @@ public final class Trainer {
         // The perturbation's shape: the optimizer's scale, and the subspace when perturbing inside it.
         var shape = PerturbationShape(scales: groups.indices.map { optimizer.perturbationScale(group: $0) })
         try checkPerturbationScales(shape.scales, groups, step: s)
-        if let subspace, subspace.mode == .perturbInside, subspace.isActive {
-            shape.transform = { g, z, n in subspace.project(group: g, z, count: n) }
+        if let subspace, subspace.transformsPerturbation {
+            shape.transform = { g, z, n in subspace.shapePerturbation(group: g, z, count: n) }
         }
         // An optimizer that chooses its own directions: p for every (direction, group), asked
         // for (and checked) before anything is perturbed, used for the + and − points alike.

@@ -52,6 +52,9 @@ public struct TrainingRunOptions: Sendable {
     public var maxLength = 128
     /// Subspace gradient (textual inversion): mode, period τ, threshold ν, warm-up steps.
     public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double, warmup: Int)?
+    /// Directions kept by `.embeddings` (the top principal directions of token_embd's rows);
+    /// nil: 64, or the model's width if it is smaller.
+    public var subspaceRank: Int?
     /// Distillation: teacher model and tokens kept per position.
     public var teacher: (path: String, topK: Int)?
     /// Bytes the run may keep resident (nil: the model file's size plus 40 MB, about what
@@ -94,6 +97,8 @@ public final class TrainingRun {
     public let identity: [String: String]
     /// The ranks this run's steps and evaluations are shared by.
     public let collective: Collective
+    /// The directions `--subspace embeddings` keeps (nil for other subspaces).
+    public let subspaceRank: Int?
     private let store: CheckpointStore?
     private let evaluateNow: (() throws(TrainingError) -> Double)?
     private let makeAdapter: () -> Adapter
@@ -142,6 +147,8 @@ public final class TrainingRun {
         // Textual inversion alone runs its points as one batch; with QZO, each point is a stream.
         let pointsShareAPass = o.method.qzo == nil
 
+        let subspaceRank = o.subspace?.mode == .embeddings ? (o.subspaceRank ?? min(64, m.config.dim)) : nil
+        self.subspaceRank = subspaceRank
         // The memory plan: examples per pass, and mapped or streamed weights.
         let trainable = layout.reduce(0) { $0 + $1.count }
         var plan: MemoryPlan?
@@ -154,7 +161,11 @@ public final class TrainingRun {
                 batchSize: min(settings.batchSize, o.microBatchLimit ?? .max),
                 exampleLengths: train.map(\.tokens.count) + held.map(\.tokens.count), points: points, pointsShareAPass: pointsShareAPass,
                 contextLength: context, trainableValues: trainable, optimizerStateBytes: optimizer.stateByteCount,
-                otherBytes: (o.subspace.map { 4 * $0.period * trainable + 4 * trainable } ?? 0)
+                otherBytes: (o.subspace.map {
+                    $0.mode == .embeddings
+                        ? EmbeddingBasis.basisBytes(rank: subspaceRank ?? 0, dim: m.config.dim) + EmbeddingBasis.scratchBytes(dim: m.config.dim)
+                        : 4 * $0.period * trainable + 4 * trainable
+                } ?? 0)
                     + (o.method.qzo.map { QuantScales.scratchBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
                                                                   points: points, kquant: o.method.kquantScales)
                                         + QuantScales.exportBytes(model: m, patterns: $0.patterns, trainOffsets: $0.trainOffsets,
@@ -201,6 +212,9 @@ public final class TrainingRun {
         var subspaceGradient: SubspaceGradient?
         var rows: NewTokenRows?
         if let q = o.method.qzo {
+            if o.subspace?.mode == .embeddings {
+                throw TrainingError.invalidSetting("--subspace embeddings applies to textual inversion alone (the method is \(o.method.name))")
+            }
             if let t = o.method.textualInversion {
                 rows = try NewTokenRows(model: m, tokens: t.newTokens, initToken: t.initToken, outputRow: o.method.newTokenOutput)
             }
@@ -255,9 +269,19 @@ public final class TrainingRun {
                 for (u, unit) in units.enumerated() { for sum in unit.prefix(passes[u].count) { total = total + sum } }
                 return total.nll
             }
+            if o.subspace?.mode == .embeddings {
+                let clock = ContinuousClock()
+                let start = clock.now
+                let b = try EmbeddingBasis.principalDirections(of: m, rank: subspaceRank ?? 0)
+                let elapsed = clock.now - start
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+                subspaceGradient = SubspaceGradient(groups: t.newTokens.count, fixedBasis: b.basis, rank: b.rank, dim: b.dim)
+                note("embedding subspace: the top \(b.rank) of \(b.dim) principal directions of token_embd's \(b.rows) rows (\(String(format: "%.1f", 100 * b.varianceShare))% of their variance), computed in \(String(format: "%.2f", seconds)) s; basis \(b.rank)×\(b.dim) floats (\(String(format: "%.0f", Double(EmbeddingBasis.basisBytes(rank: b.rank, dim: b.dim)) / 1024)) KB), \(String(format: "%.1f", Double(EmbeddingBasis.scratchBytes(dim: b.dim)) / 1e6)) MB while computed")
+            } else {
             subspaceGradient = o.subspace.map {
                 SubspaceGradient(groups: t.newTokens.count, dim: m.config.dim, mode: $0.mode, period: $0.period, threshold: $0.threshold,
                                  warmup: $0.warmup)
+            }
             }
             makeAdapter = {
                 var a = Adapter(method: ["textual-inversion"], baseName: base.name, baseSHA256: base.sha256)
@@ -287,7 +311,9 @@ public final class TrainingRun {
             "model_sha256": base.sha256, "method": o.method.name, "data_sha256": try fileDigest(o.dataPath), "batch": "\(s.batchSize)",
             "lr": "\(s.learningRate)", "eps": "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
             "seed": "\(s.seed)", "ddc": "\(s.clip ?? 0)", "optimizer": optimizer.name, "max_length": "\(length)",
-            "subspace": o.subspace.map { "\($0.mode.rawValue) \($0.period) \($0.threshold) \($0.warmup)" } ?? "off",
+            "subspace": o.subspace.map {
+                $0.mode == .embeddings ? "embeddings \(subspaceRank ?? 0)" : "\($0.mode.rawValue) \($0.period) \($0.threshold) \($0.warmup)"
+            } ?? "off",
             "teacher": try o.teacher.map { "\(try fileDigest($0.path)) \($0.topK)" } ?? "",
             "eval_fraction": "\(o.evalFraction)",
         ]
