@@ -37,6 +37,13 @@ CONFIGS = {
     "subspace-perturb": ["--subspace", "perturb"],  # perturb inside the kept subspace
     # perturb along the top r principal directions of token_embd's rows (docs/notes/embedding-subspace.md)
     **{f"embeddings-{r}": ["--subspace", "embeddings", "--subspace-rank", str(r)] for r in (16, 32, 64, 128)},
+    # Learning-rate schedules (docs/notes/lr-schedule.md).
+    "cosine-w20": ["--warmup", "20", "--lr-schedule", "cosine"],
+    "cosine-w20-lr1": ["--warmup", "20", "--lr-schedule", "cosine", "--lr", "1.0"],
+    # QZO and the new token together: each set at its own default rate and eps, against the
+    # one rate and eps of both sets before per-set rates (QZO's 3e-3 and 1e-3).
+    "combined-per-set": ["--method", "qzo,textual-inversion", "--ddc", "1"],
+    "combined-one-rate": ["--method", "qzo,textual-inversion", "--ddc", "1", "--lr", "3e-3", "--eps", "1e-3"],
 }
 
 
@@ -78,6 +85,7 @@ def main():
     ap.add_argument("--model", default=MODEL, help="GGUF file (default: the reference model)")
     ap.add_argument("--extra", default="", help="extra flags for every run, e.g. '--seed 1'")
     ap.add_argument("--tag", default="", help="suffix of the output files' names, e.g. '-seed1'")
+    ap.add_argument("--seeds", type=int, nargs="+", help="run every configuration with each seed (NAME-sN)")
     args = ap.parse_args()
     model = args.model
     out_dir = os.path.join(ROOT, "runs", "ti-bench", os.path.basename(model).removesuffix(".gguf"))
@@ -87,12 +95,15 @@ def main():
                                os.path.join(EX, "heldout-true.jsonl"), "--json"]))["nll"]
     truth = true_embedding(model, true_id(args.binary, model))
     rows = []
-    for name in args.config or list(CONFIGS):
-        prefix = os.path.join(out_dir, name + args.tag)
+    runs = [(name, name, []) for name in args.config or list(CONFIGS)]
+    if args.seeds:
+        runs = [(f"{name}-s{seed}", name, ["--seed", str(seed)]) for name, _, _ in runs for seed in args.seeds]
+    for label, name, seed_flags in runs:
+        prefix = os.path.join(out_dir, label + args.tag)
         cmd = [args.binary, "train", "--model", model, "--data", os.path.join(EX, "train.jsonl"),
                "--eval-data", os.path.join(EX, "heldout.jsonl"), "--new-token", " <x>",
                "--steps", str(args.steps), "--eval-every", str(args.eval_every),
-               "--out", prefix + ".gguf", "--log-json", prefix + ".jsonl"] + CONFIGS[name] + args.extra.split()
+               "--out", prefix + ".gguf", "--log-json", prefix + ".jsonl"] + CONFIGS[name] + seed_flags + args.extra.split()
         print("running:", " ".join(cmd), file=sys.stderr)
         run(cmd)
         log = [json.loads(l) for l in open(prefix + ".jsonl")]
@@ -104,21 +115,21 @@ def main():
         seconds = sum(r["seconds"] for r in steps_run)
         peak = max(r.get("peak_rss", 0) for r in log)
         final = evals[-1][1]
-        rows.append((name, initial, final, curve, cosine(learned_embedding(prefix + ".gguf"), truth),
+        rows.append((label, initial, final, curve, cosine(learned_embedding(prefix + ".gguf"), truth),
                      seconds / max(1, len(steps_run)), peak))
 
     print(f"{os.path.basename(model)}: held-out NLL with the true word ' Paris': {true_nll:.4f} nats")
-    print(f"{'config':<18} {'initial':>8} {'learned':>8} {'gap closed':>10} {'cosine':>7} {'s/step':>7} {'peak RSS':>9}")
+    print(f"{'config':<22} {'initial':>8} {'learned':>8} {'gap closed':>10} {'cosine':>7} {'s/step':>7} {'peak RSS':>9}")
     for name, initial, final, curve, cos, sps, peak in rows:
-        print(f"{name:<18} {initial:8.4f} {final:8.4f} {curve[-1][1]:10.1%} {cos:7.3f} {sps:7.3f} {peak/1e6:7.1f}MB")
+        print(f"{name:<22} {initial:8.4f} {final:8.4f} {curve[-1][1]:10.1%} {cos:7.3f} {sps:7.3f} {peak/1e6:7.1f}MB")
     print("\ngap closed by step:")
     steps = [s for s, _ in rows[0][3]]
     marks = [s for s in steps if s in (0, 50, 100, 200, 300, 500, 750, 1000) or s == steps[-1]]
     marks = sorted(set(marks))
-    print(f"{'config':<18} " + " ".join(f"{s:>6}" for s in marks))
+    print(f"{'config':<22} " + " ".join(f"{s:>6}" for s in marks))
     for name, _, _, curve, _, _, _ in rows:
         d = dict(curve)
-        print(f"{name:<18} " + " ".join(f"{d.get(s, float('nan')):6.1%}" for s in marks))
+        print(f"{name:<22} " + " ".join(f"{d.get(s, float('nan')):6.1%}" for s in marks))
 
 
 

@@ -51,11 +51,20 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Examples per step.")
     var batch = 8
 
-    @Option(name: .long, help: "Learning rate, relative: textual inversion in units of the init token's row RMS (default 0.75), QZO relative to each scale (default 3e-3).")
-    var lr: Float?
+    @Option(name: .long, help: "Learning rate, relative: one number for every trained set, or per set as textual-inversion=0.5,qzo=3e-3 (defaults: textual inversion 0.75 in units of the init token's row RMS, QZO 3e-3 relative to each scale; with a plugin and both sets, 3e-3 for both).")
+    var lr: String?
 
-    @Option(name: .long, help: "Perturbation size ε, relative as --lr (default: 1e-2 for textual inversion, 1e-3 with QZO).")
-    var eps: Float?
+    @Option(name: .long, help: "Perturbation size ε, relative as --lr: one number or per set as --lr (defaults: textual inversion 1e-2, QZO 1e-3; with a plugin and both sets, 1e-3 for both).")
+    var eps: String?
+
+    @Option(name: .long, help: "Learning-rate schedule over --steps: constant, cosine or linear (decay to --lr-min-ratio x the rate at the last step).")
+    var lrSchedule: String = "constant"
+
+    @Option(name: .long, help: "Steps of linear warm-up from 0 to the learning rate, before the schedule.")
+    var warmup = 0
+
+    @Option(name: .long, help: "Cosine and linear schedules: the rate at the last step as a fraction of --lr, in [0, 1].")
+    var lrMinRatio: Double = 0
 
     @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained.")
     var tensors: String = "blk.*"
@@ -158,8 +167,15 @@ struct Train: ParsableCommand {
         if let subspaceWarmup { guard (0...Self.maximumSteps).contains(subspaceWarmup) else {
             throw ValidationError("--subspace-warmup must be in 0...\(Self.maximumSteps) (got \(subspaceWarmup))")
         } }
-        if let lr { guard lr.isFinite, lr > 0 else { throw ValidationError("--lr must be a positive number (got \(lr))") } }
-        if let eps { guard eps.isFinite, eps > 0 else { throw ValidationError("--eps must be a positive number (got \(eps))") } }
+        let trained = trainedSets
+        if let lr { _ = try Self.perSetValues(lr, flag: "--lr", trained: trained, zeroAllowed: true) }
+        if let eps { _ = try Self.perSetValues(eps, flag: "--eps", trained: trained, zeroAllowed: false) }
+        guard let kind = LearningRateSchedule.Kind(rawValue: lrSchedule) else {
+            throw ValidationError("--lr-schedule must be constant, cosine or linear (got \(lrSchedule))")
+        }
+        if let problem = LearningRateSchedule(kind: kind, warmup: warmup, minRatio: lrMinRatio, totalSteps: steps).problem {
+            throw ValidationError(problem)
+        }
         guard ddc >= 0, ddc.isFinite else { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
@@ -266,11 +282,18 @@ struct Train: ParsableCommand {
         o.settings.steps = steps
         o.settings.batchSize = batch
         o.settings.microBatchSize = batch
-        // Measured on the benchmarks: QZO's 3.3 M scales take smaller steps than one token's 576 values.
-        // Textual inversion's 0.75 and 1e-2 are the former absolute 1e-2 and 1e-3 on SmolLM2's
-        // " the" row (RMS 0.117), now in units of the init row's RMS on every file.
-        o.settings.learningRate = lr ?? (methods.contains("qzo") ? 3e-3 : 0.75)
-        o.settings.epsilon = eps ?? (methods.contains("qzo") ? 1e-3 : 1e-2)
+        // Each trained set at its own rate and ε unless --lr / --eps give one for all; the run's
+        // own (what measures the directional derivative, and --ddc bounds) is QZO's when it trains.
+        let sets = trainedSets
+        let rates = try rateOfEachSet(lr, flag: "--lr", defaults: Self.defaultRates, sets: sets)
+        let epsilons = try rateOfEachSet(eps, flag: "--eps", defaults: Self.defaultEpsilons, sets: sets)
+        o.settings.learningRate = rates[sets[0]]!
+        o.settings.epsilon = epsilons[sets[0]]!
+        o.setLearningRates = rates
+        o.setEpsilons = epsilons
+        o.settings.lrSchedule = LearningRateSchedule.Kind(rawValue: lrSchedule)!
+        o.settings.warmup = warmup
+        o.settings.lrMinRatio = lrMinRatio
         o.settings.directions = directions
         o.settings.estimator = EstimatorKind(rawValue: estimator)!
         o.settings.seed = seed
@@ -297,20 +320,29 @@ struct Train: ParsableCommand {
         }, note: note)
         RankSignals.started = true
 
+        // Per-set rates: the adapter and the log record each set's (the identity's "qzo=…,textual-inversion=…").
+        let perSet = run.trainer.settings.groupLearningRates != nil
         /// Writes the adapter as it is after `step`, with the held-out NLL measured there.
         func writeAdapter(step: Int, heldOut: Double?) throws {
             guard lead else { return }
             var settings: [String: Any] = [
-                "method": method, "steps": steps, "batch": batch, "lr": Double(o.settings.learningRate),
-                "eps": Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
+                "method": method, "steps": steps, "batch": batch, "lr": perSet ? run.identity["lr"]! : Double(o.settings.learningRate),
+                "eps": perSet ? run.identity["eps"]! : Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
                 "subspace": subspace == "embeddings" ? "embeddings \(run.subspaceRank ?? 0)" : subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
                 "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
                 "step": step,
             ]
             if let heldOut { settings["held_out_nll"] = heldOut }
+            if !o.settings.schedule.isConstant {
+                settings["lr_schedule"] = lrSchedule
+                settings["warmup"] = warmup
+                settings["lr_min_ratio"] = lrMinRatio
+            }
             try run.adapter(training: jsonText(settings)).write(to: out, dim: run.model.config.dim)
         }
 
+        // The JSON log's rate of each set at each step, when the sets have their own.
+        let perSetLog = !perSet ? [:] : Dictionary(uniqueKeysWithValues: rates.map { ($0.key.rawValue, $0.value) })
         let initialEval = try run.evaluate()
         if let initialEval { note("held-out NLL before training: \(fixed(initialEval))") }
         let log = try logJson.flatMap { lead ? try JSONLog(path: $0) : nil }
@@ -355,7 +387,7 @@ struct Train: ParsableCommand {
                     try writeAdapter(step: record.step, heldOut: e)
                 }
             }
-            try log?.write(record, lr: o.settings.learningRate)
+            try log?.write(record, setRates: perSetLog.mapValues { Double($0) * record.rateFactor })
             if lead { progress.update(record, lastEval: lastEval) }
         }
         if lead { progress.finish() }
@@ -391,6 +423,58 @@ struct Train: ParsableCommand {
 }
 
 extension Train {
+    /// The sets --method trains, QZO first (the run's own rate and ε are the first set's).
+    var trainedSets: [TrainedSet] {
+        let methods = method.split(separator: ",").map(String.init)
+        return (methods.contains("qzo") ? [TrainedSet.qzo] : []) + (methods.contains("textual-inversion") ? [.textualInversion] : [])
+    }
+
+    /// Measured on the benchmarks: QZO's 3.3 M scales take smaller steps than one token's 576
+    /// values. Textual inversion's 0.75 and 1e-2 are the former absolute 1e-2 and 1e-3 on
+    /// SmolLM2's " the" row (RMS 0.117), now in units of the init row's RMS on every file.
+    static let defaultRates: [TrainedSet: Float] = [.qzo: 3e-3, .textualInversion: 0.75]
+    static let defaultEpsilons: [TrainedSet: Float] = [.qzo: 1e-3, .textualInversion: 1e-2]
+
+    /// --lr or --eps: one positive number (every set), or `set=value` pairs separated by
+    /// commas; a pair's value may be 0 for --lr (that set stays as it is).
+    static func perSetValues(_ text: String, flag: String, trained: [TrainedSet], zeroAllowed: Bool) throws -> (all: Float?, perSet: [TrainedSet: Float]) {
+        if !text.contains("=") {
+            guard let v = Float(text), v.isFinite, v > 0 else { throw ValidationError("\(flag) must be a positive number or set=value pairs such as textual-inversion=0.5,qzo=3e-3 (got \(text))") }
+            return (v, [:])
+        }
+        var out = [TrainedSet: Float]()
+        for pair in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else {
+                throw ValidationError("\(flag): '\(pair)' is not set=value (e.g. textual-inversion=0.5,qzo=3e-3)")
+            }
+            guard let set = TrainedSet(rawValue: parts[0]) else {
+                throw ValidationError("\(flag): no trained set '\(parts[0])' (sets: qzo, textual-inversion)")
+            }
+            guard trained.contains(set) else {
+                throw ValidationError("\(flag): \(set.rawValue) is not trained by this --method (\(trained.map(\.rawValue).joined(separator: ",")))")
+            }
+            guard out[set] == nil else { throw ValidationError("\(flag): \(set.rawValue) is given twice") }
+            guard let v = Float(parts[1]), v.isFinite, zeroAllowed ? v >= 0 : v > 0 else {
+                throw ValidationError("\(flag): the value of \(set.rawValue) must be a \(zeroAllowed ? "number of at least 0" : "positive number") (got '\(parts[1])')")
+            }
+            out[set] = v
+        }
+        return (nil, out)
+    }
+
+    /// Each trained set's value of --lr or --eps. A set not named takes its own default, or,
+    /// with an optimizer plugin, the default of the first set for all: a plugin gets one rate
+    /// per step (ABI 1.1), and the run refuses sets whose rates differ with a plugin.
+    func rateOfEachSet(_ text: String?, flag: String, defaults: [TrainedSet: Float], sets: [TrainedSet]) throws -> [TrainedSet: Float] {
+        let given = try text.map { try Self.perSetValues($0, flag: flag, trained: sets, zeroAllowed: flag == "--lr") } ?? (all: nil, perSet: [:])
+        var out = [TrainedSet: Float]()
+        for set in sets {
+            out[set] = given.all ?? given.perSet[set] ?? (optimizer == "zo-sgd" ? defaults[set]! : defaults[sets[0]]!)
+        }
+        return out
+    }
+
     /// --keep-best on resume: the evaluation recorded in the adapter rank 0 wrote before,
     /// sent to every rank (they must take the same decisions and only rank 0 can read --out).
     private func recordedEvaluation(_ collective: Collective, lead: Bool) throws -> (step: Int, heldOutNLL: Double)? {

@@ -68,9 +68,12 @@ final class JSONLog {
         try append(jsonText(["step": 0, "eval_nll": evalNLL]))
     }
 
-    func write(_ r: StepRecord, lr: Float) throws {
+    /// One step: its loss, derivatives, learning rate (the schedule's value) and, when the
+    /// trained sets have their own rates, each set's rate at this step.
+    func write(_ r: StepRecord, setRates: [String: Double] = [:]) throws {
         var object: [String: Any] = ["step": r.step, "loss": r.loss, "d": r.derivatives.map(Double.init),
-                                     "lr": Double(lr), "seconds": r.seconds, "peak_rss": peakRSS()]
+                                     "lr": Double(r.learningRate), "seconds": r.seconds, "peak_rss": peakRSS()]
+        if !setRates.isEmpty { object["lr_sets"] = setRates }
         if let e = r.evalLoss { object["eval_nll"] = e }
         try append(jsonText(object))
     }

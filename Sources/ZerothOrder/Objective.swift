@@ -39,10 +39,19 @@ public struct PerturbationShape {
     /// The optimizer's own perturbations p (ABI 1.1's perturbation hook), when it chooses
     /// them: p for (seed, group), used instead of T(z); nil for a seed it has none for.
     public var provided: ((_ seed: UInt64, _ group: Int) -> UnsafePointer<Float>?)?
+    /// Per group, its own ε when the trained sets perturb by different amounts (empty: the
+    /// run's ε for every group).
+    public var groupEpsilons: [Float] = []
 
     public init(scales: [UnsafePointer<Float>?], transform: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
         self.scales = scales
         self.transform = transform
+    }
+
+    /// The perturbation size of `group`: its own ε, else the run's `epsilon`.
+    @inlinable
+    public func epsilon(_ epsilon: Float, group: Int) -> Float {
+        groupEpsilons.isEmpty ? epsilon : groupEpsilons[group]
     }
 
     /// values += alpha · s ⊙ T(z(seed, group)).

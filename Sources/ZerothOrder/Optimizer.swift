@@ -77,6 +77,10 @@ public struct StepContext {
     public var baseLearningRate: Float?
     /// The first step this process runs after resuming from a checkpoint.
     public var firstAfterResume = false
+    /// Per group, the rate to apply instead of `learningRate` when the trained sets have
+    /// their own rates (schedule included); nil: `learningRate` for every group. Only the
+    /// built-in ZO-SGD reads it: a run with per-group rates refuses optimizer plugins.
+    public var groupLearningRates: [Float]?
 
     public init(step: Int, learningRate: Float, epsilon: Float, directions: [Direction],
                 unperturbedLoss: Float? = nil, dense: [UnsafePointer<Float>]? = nil) {
@@ -186,13 +190,14 @@ public final class ZOSGD: Optimizer {
             var estimate = [Float](repeating: 0, count: n)
             gradientEstimate(c, group: g, count: n, into: &estimate)
             let v = group.values
+            let rate = c.groupLearningRates?[g] ?? c.learningRate
             if momentum > 0 {
                 for i in 0..<n {
                     velocity[g][i] = momentum * velocity[g][i] + estimate[i]
-                    v[i] -= c.learningRate * (velocity[g][i] + weightDecay * v[i])
+                    v[i] -= rate * (velocity[g][i] + weightDecay * v[i])
                 }
             } else {
-                for i in 0..<n { v[i] -= c.learningRate * (estimate[i] + weightDecay * v[i]) }
+                for i in 0..<n { v[i] -= rate * (estimate[i] + weightDecay * v[i]) }
             }
         }
     }
@@ -221,7 +226,7 @@ func checkFinite(_ c: StepContext, name: String) throws(OptimizerError) {
     for d in c.directions where !d.derivative.isFinite {
         throw OptimizerError(optimizer: name, message: "the directional derivative is \(d.derivative) at step \(c.step); parameters left unchanged")
     }
-    guard c.learningRate.isFinite, c.epsilon.isFinite else {
+    guard c.learningRate.isFinite, c.epsilon.isFinite, c.groupLearningRates?.allSatisfy(\.isFinite) ?? true else {
         throw OptimizerError(optimizer: name, message: "learning rate \(c.learningRate) or epsilon \(c.epsilon) is not finite")
     }
 }

@@ -354,7 +354,7 @@ public final class QuantScales: TrainableSet, Objective {
             let r = groups[t.scaleGroup].values
             d.update(from: r, count: n)
             if let seed = point.seed {
-                shape.apply(alpha: point.sign * epsilon, seed: seed, group: t.scaleGroup, to: d, count: n)
+                shape.apply(alpha: point.sign * shape.epsilon(epsilon, group: t.scaleGroup), seed: seed, group: t.scaleGroup, to: d, count: n)
             }
             for b in 0..<n { d[b] *= d0[b] }
             var m: UnsafeMutablePointer<Float>?
@@ -362,7 +362,7 @@ public final class QuantScales: TrainableSet, Objective {
                 let mp = layerScratchOffsets[p].pointer + offset
                 mp.update(from: groups[og].values, count: n)
                 if let seed = point.seed {
-                    shape.apply(alpha: point.sign * epsilon, seed: seed, group: og, to: mp, count: n)
+                    shape.apply(alpha: point.sign * shape.epsilon(epsilon, group: og), seed: seed, group: og, to: mp, count: n)
                 }
                 if t.offsetsAreRatios {
                     for b in 0..<n { mp[b] *= m0[b] }

@@ -164,7 +164,7 @@ public final class NewTokenRows {
         table.update(from: values.pointer, count: n)
         if let seed = point.seed {
             for g in tokens.indices {
-                shape.apply(alpha: point.sign * epsilon, seed: seed, group: firstGroup + g, to: table + g * dim, count: dim)
+                shape.apply(alpha: point.sign * shape.epsilon(epsilon, group: firstGroup + g), seed: seed, group: firstGroup + g, to: table + g * dim, count: dim)
             }
         }
         for i in 0..<n { table[i] *= unit }

@@ -32,8 +32,34 @@ public struct TrainingSettings: Sendable {
     public var seed: UInt64 = 0
     /// Evaluate on held-out data every this many steps (0: only at the start and end).
     public var evalEvery = 50
+    /// The learning-rate schedule over `steps`: its kind, warm-up steps and floor.
+    public var lrSchedule = LearningRateSchedule.Kind.constant
+    public var warmup = 0
+    public var lrMinRatio = 0.0
+    /// Per trainable group, its own base learning rate and ε, when the trained sets differ
+    /// (QZO's scales and new tokens' rows); nil: `learningRate` and `epsilon` for all. Only
+    /// the built-in ZO-SGD takes per-group rates (`TrainingRun` refuses them with a plugin).
+    public var groupLearningRates: [Float]?
+    public var groupEpsilons: [Float]?
 
     public init() {}
+
+    /// The schedule the rates follow.
+    public var schedule: LearningRateSchedule {
+        LearningRateSchedule(kind: lrSchedule, warmup: warmup, minRatio: lrMinRatio, totalSteps: steps)
+    }
+
+    /// The rates of step `s` per group, as ZO-SGD applies them to the derivative measured
+    /// with the run's ε: η_g·f(s)·ε/ε_g, so that group g steps by η_g·f(s)·(L₊ − L₋)/(2ε_g)·z,
+    /// SGD at its own rate on the loss's slope at its own ε. nil without per-group rates.
+    public func groupRates(step s: Int) -> [Float]? {
+        guard let rates = groupLearningRates else { return nil }
+        let f = schedule.factor(step: s)
+        return rates.indices.map { g in
+            let e = groupEpsilons?[g] ?? epsilon
+            return Float(Double(rates[g]) * f * (Double(epsilon) / Double(e)))
+        }
+    }
 
     /// Points per step: the perturbed points the loss is measured at.
     public func pointCount(needsUnperturbed: Bool) -> Int {
@@ -53,6 +79,10 @@ public struct StepRecord: Sendable {
     /// Held-out NLL after this step, when evaluated.
     public var evalLoss: Double?
     public var seconds: Double
+    /// The schedule's factor f at this step (the rates are the base rates times it).
+    public var rateFactor: Double = 1
+    /// The learning rate of this step: the schedule's value of `TrainingSettings.learningRate`.
+    public var learningRate: Float = 0
 }
 
 public final class Trainer {
@@ -79,6 +109,15 @@ public final class Trainer {
         guard settings.epsilon > 0, settings.epsilon.isFinite, settings.learningRate.isFinite else {
             throw .invalidSetting("epsilon must be positive and the learning rate finite")
         }
+        if let problem = settings.schedule.problem { throw .invalidSetting(problem) }
+        let count = objective.parameters.groups.count
+        for (name, values) in [("learning rates", settings.groupLearningRates), ("epsilons", settings.groupEpsilons)] {
+            guard let values else { continue }
+            guard values.count == count, values.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw .invalidSetting("per-group \(name): expected \(count) finite values of at least 0, got \(values)")
+            }
+        }
+        if let e = settings.groupEpsilons, e.contains(0) { throw .invalidSetting("a group's epsilon is 0; epsilon must be positive") }
         self.objective = objective
         self.optimizer = optimizer
         self.settings = settings
@@ -170,6 +209,7 @@ public final class Trainer {
 
         // The perturbation's shape: the optimizer's scale, and the subspace when perturbing inside it.
         var shape = PerturbationShape(scales: groups.indices.map { optimizer.perturbationScale(group: $0) })
+        shape.groupEpsilons = settings.groupEpsilons ?? []
         try checkPerturbationScales(shape.scales, groups, step: s)
         if let subspace, subspace.transformsPerturbation {
             shape.transform = { g, z, n in subspace.shapePerturbation(group: g, z, count: n) }
@@ -253,10 +293,14 @@ public final class Trainer {
         }
 
         // A dense estimate when the engine shapes it (subspace), else seeds and derivatives.
-        var context = StepContext(step: s, learningRate: settings.learningRate, epsilon: settings.epsilon,
+        // The rate is the schedule's value at this step; the base is what it scales.
+        let rateFactor = settings.schedule.factor(step: s)
+        let rate = settings.schedule.rate(step: s, base: settings.learningRate)
+        var context = StepContext(step: s, learningRate: rate, epsilon: settings.epsilon,
                                   directions: directions, unperturbedLoss: unperturbed)
         context.totalSteps = settings.steps
         context.baseLearningRate = settings.learningRate
+        context.groupLearningRates = settings.groupRates(step: s)
         context.firstAfterResume = resumed
         var denseBuffers = [[Float]]()
         if let subspace, subspace.isActive {
@@ -294,7 +338,7 @@ public final class Trainer {
         resumed = false
 
         var record = StepRecord(step: s, loss: meanLoss, derivatives: directions.map(\.derivative), evalLoss: nil,
-                                seconds: 0)
+                                seconds: 0, rateFactor: rateFactor, learningRate: rate)
         if let evaluate, settings.evalEvery > 0, s % settings.evalEvery == 0 || s == settings.steps {
             record.evalLoss = try evaluate()
         }

@@ -41,6 +41,14 @@ public struct TrainingMethod: Sendable {
     }
 }
 
+/// The sets of values a method trains, each with its own learning rate and ε.
+public enum TrainedSet: String, Sendable, CaseIterable {
+    /// QZO's block scales (and offsets): rates relative to each scale.
+    case qzo
+    /// New tokens' rows: rates in units of the init row's RMS.
+    case textualInversion = "textual-inversion"
+}
+
 public struct TrainingRunOptions: Sendable {
     public var modelPath: String
     public var dataPath: String
@@ -49,6 +57,11 @@ public struct TrainingRunOptions: Sendable {
     public var evalFraction = 0.0
     public var method: TrainingMethod
     public var settings = TrainingSettings()
+    /// Per trained set, its base learning rate and ε when it has its own (a set not named
+    /// uses `settings.learningRate` and `settings.epsilon`, which also measure the directional
+    /// derivative and so the --ddc bound). Only the built-in ZO-SGD takes rates that differ.
+    public var setLearningRates: [TrainedSet: Float] = [:]
+    public var setEpsilons: [TrainedSet: Float] = [:]
     public var maxLength = 128
     /// Subspace gradient (textual inversion): mode, period τ, threshold ν, warm-up steps.
     public var subspace: (mode: SubspaceGradient.Mode, period: Int, threshold: Double, warmup: Int)?
@@ -143,6 +156,27 @@ public final class TrainingRun {
         }
         layout += newTokens.map { GroupLayout(name: "token \($0)", count: m.config.dim) }
         optimizer = try makeOptimizer(layout)
+        // Each group's own rate and ε, when its set's differ from the run's.
+        let qzoGroups = layout.count - newTokens.count
+        let setOf = { (g: Int) in g < qzoGroups ? TrainedSet.qzo : .textualInversion }
+        let groupRates = layout.indices.map { o.setLearningRates[setOf($0)] ?? settings.learningRate }
+        let groupEpsilons = layout.indices.map { o.setEpsilons[setOf($0)] ?? settings.epsilon }
+        let perSet = groupRates.contains { $0 != settings.learningRate } || groupEpsilons.contains { $0 != settings.epsilon }
+        if perSet {
+            // The ABI hands a plugin one learning rate and one ε per step. Reparametrizing
+            // a set (θ = c·ψ) would give plain SGD a per-set rate of c², but not Adam (invariant
+            // to the gradient's scale), HiZOO or any other plugin whose step is not linear in
+            // the estimate, so no rescaling means "this set's rate" for every plugin: refuse.
+            guard optimizer is ZOSGD else {
+                let values = TrainedSet.allCases.compactMap { set -> String? in
+                    guard layout.indices.contains(where: { setOf($0) == set }) else { return nil }
+                    return "\(set.rawValue) lr \(o.setLearningRates[set] ?? settings.learningRate) eps \(o.setEpsilons[set] ?? settings.epsilon)"
+                }
+                throw TrainingError.invalidSetting("optimizer plugin \(optimizer.name) gets one learning rate and one epsilon per step, and the trained sets have their own (\(values.joined(separator: ", "))); per-set rates need the built-in zo-sgd, or give one --lr and one --eps")
+            }
+            settings.groupLearningRates = groupRates
+            settings.groupEpsilons = groupEpsilons
+        }
         let points = settings.pointCount(needsUnperturbed: optimizer.needsUnperturbedLoss)
         // Textual inversion alone runs its points as one batch; with QZO, each point is a stream.
         let pointsShareAPass = o.method.qzo == nil
@@ -309,7 +343,8 @@ public final class TrainingRun {
         let s = o.settings
         var identity: [String: String] = [
             "model_sha256": base.sha256, "method": o.method.name, "data_sha256": try fileDigest(o.dataPath), "batch": "\(s.batchSize)",
-            "lr": "\(s.learningRate)", "eps": "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
+            "lr": perSet ? Self.perSetText(o.setLearningRates, s.learningRate, o.method) : "\(s.learningRate)",
+            "eps": perSet ? Self.perSetText(o.setEpsilons, s.epsilon, o.method) : "\(s.epsilon)", "directions": "\(s.directions)", "estimator": s.estimator.rawValue,
             "seed": "\(s.seed)", "ddc": "\(s.clip ?? 0)", "optimizer": optimizer.name, "max_length": "\(length)",
             "subspace": o.subspace.map {
                 $0.mode == .embeddings ? "embeddings \(subspaceRank ?? 0)" : "\($0.mode.rawValue) \($0.period) \($0.threshold) \($0.warmup)"
@@ -328,6 +363,7 @@ public final class TrainingRun {
             identity["train_offsets"] = "\(q.trainOffsets)"
             if o.method.kquantScales != .superBlock { identity["kquant_scales"] = o.method.kquantScales.rawValue }
         }
+        if !s.schedule.isConstant { identity["lr_schedule"] = s.schedule.identity }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
         let run = TrainingRun.runDigest(identity)
@@ -399,6 +435,14 @@ public final class TrainingRun {
 }
 
 extension TrainingRun {
+    /// "qzo=0.003,textual-inversion=0.75": each set the method trains, with its value.
+    static func perSetText(_ values: [TrainedSet: Float], _ common: Float, _ method: TrainingMethod) -> String {
+        var sets = [TrainedSet]()
+        if method.qzo != nil { sets.append(.qzo) }
+        if method.textualInversion != nil { sets.append(.textualInversion) }
+        return sets.map { "\($0.rawValue)=\(values[$0] ?? common)" }.joined(separator: ",")
+    }
+
     /// The name a run's checkpoint files carry: 16 hex digits of the SHA-256 of its identity.
     public static func runDigest(_ identity: [String: String]) -> String {
         var h = SHA256()

@@ -156,6 +156,26 @@ import ZerothOrder
         #expect(try HookedState(resumed.optimizer.saveState()).flags == 0)
     }
 
+    /// Under a schedule the plugin's learning_rate is the schedule's value at the step and
+    /// base_learning_rate the base: with 4 warm-up steps, step 1 is at a quarter of the base.
+    @Test func aScheduledRateReachesThePluginBesideItsBase() throws {
+        let path = try TestPlugins.build("hooked", source: Self.hookedSource)
+        let objective = QuadraticObjective(layout: Self.layout)
+        var settings = objective.settings
+        settings.steps = 8
+        settings.lrSchedule = .cosine
+        settings.warmup = 4
+        let trainer = try Trainer(objective: objective, optimizer: try PluginHost.loadOptimizer(path, groups: Self.layout),
+                                  settings: settings, train: [objective.example])
+        try trainer.runStep()
+        var seen = try HookedState(trainer.optimizer.saveState())
+        #expect(seen.baseRate == settings.learningRate && seen.rate == settings.learningRate / 4 && seen.rate != seen.baseRate)
+        for _ in 0..<5 { try trainer.runStep() }
+        seen = try HookedState(trainer.optimizer.saveState())
+        // Step 6: two of the four decay steps done, cos²(π/4) = ½ of the base.
+        #expect(seen.step == 6 && abs(seen.rate - settings.learningRate / 2) <= 1e-6 * settings.learningRate && seen.baseRate == settings.learningRate)
+    }
+
     // MARK: - The plugins against references
 
     /// polargrad on a dense estimate with a known SVD, G = A diag(σ) Bᵀ: the step is
@@ -265,7 +285,7 @@ import ZerothOrder
     #include <string.h>
 
     typedef struct hooked { const edge_opt_host *host; uint32_t groups; uint64_t counts[8];
-                            uint64_t step, total; float base; uint32_t flags; } hooked;
+                            uint64_t step, total; float base; uint32_t flags; float rate; } hooked;
 
     typedef struct hooked_config { const edge_opt_host *host; } hooked_config;
     static void *config_create(const edge_opt_host *host) {
@@ -320,6 +340,7 @@ import ZerothOrder
             s->base = a->base_learning_rate;
             s->flags = a->step_flags;
         }
+        s->rate = a->learning_rate;
         return EDGE_OPT_OK;
     }
     static uint64_t state_size(void *instance) { (void)instance; return 32; }
@@ -328,14 +349,15 @@ import ZerothOrder
         (void)size; (void)message;
         unsigned char *p = (unsigned char *)bytes;
         memcpy(p, &s->step, 8); memcpy(p + 8, &s->total, 8); memcpy(p + 16, &s->base, 4); memcpy(p + 20, &s->flags, 4);
-        memset(p + 24, 0, 8);
+        memcpy(p + 24, &s->rate, 4);
+        memset(p + 28, 0, 4);
         return EDGE_OPT_OK;
     }
     static edge_opt_status load_state(void *instance, const void *bytes, uint64_t size, const char **message) {
         hooked *s = (hooked *)instance;
         if (size != 32) { *message = "wrong size"; return EDGE_OPT_ERROR_BAD_STATE; }
         const unsigned char *p = (const unsigned char *)bytes;
-        memcpy(&s->step, p, 8); memcpy(&s->total, p + 8, 8); memcpy(&s->base, p + 16, 4); memcpy(&s->flags, p + 20, 4);
+        memcpy(&s->step, p, 8); memcpy(&s->total, p + 8, 8); memcpy(&s->base, p + 16, 4); memcpy(&s->flags, p + 20, 4); memcpy(&s->rate, p + 24, 4);
         return EDGE_OPT_OK;
     }
     static const edge_opt_plugin plugin = {
@@ -349,13 +371,14 @@ import ZerothOrder
     """#
 
     struct HookedState {
-        var step: UInt64, totalSteps: UInt64, baseRate: Float, flags: UInt32
+        var step: UInt64, totalSteps: UInt64, baseRate: Float, flags: UInt32, rate: Float
         init(_ bytes: [UInt8]) throws {
             try #require(bytes.count == 32)
             step = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt64.self) }
             totalSteps = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }
             baseRate = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: Float.self) }
             flags = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 20, as: UInt32.self) }
+            rate = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: Float.self) }
         }
     }
 }
