@@ -78,6 +78,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "QZO on K-quants: sub (every sub-block's scale and min, re-encoded on export; 16 values per 256 weights) or super (d and dmin per 256 weights, exact on export, 8-16x fewer values).")
     var kquantScales = "sub"
 
+    @Option(name: .long, help: "Fraction in (0, 1] of the trained tensors each direction perturbs, chosen from its seed (the update is divided by the chosen share); 1 perturbs all. Needs the built-in zo-sgd.")
+    var perturbFraction: Double = 1
+
     @Option(name: .long, help: "Perturbation directions per step, q.")
     var directions = 1
 
@@ -176,6 +179,7 @@ struct Train: ParsableCommand {
         if let problem = LearningRateSchedule(kind: kind, warmup: warmup, minRatio: lrMinRatio, totalSteps: steps).problem {
             throw ValidationError(problem)
         }
+        if let problem = PerturbationSubset.problem(perturbFraction) { throw ValidationError(problem) }
         guard ddc >= 0, ddc.isFinite else { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
@@ -298,6 +302,7 @@ struct Train: ParsableCommand {
         o.settings.estimator = EstimatorKind(rawValue: estimator)!
         o.settings.seed = seed
         o.settings.evalEvery = evalEvery
+        o.settings.perturbFraction = perturbFraction
         o.settings.clip = methods.contains("qzo") && ddc > 0 ? ddc : nil
         o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold, subspaceWarmup ?? subspacePeriod) }
         o.subspaceRank = subspaceRank
@@ -333,6 +338,7 @@ struct Train: ParsableCommand {
                 "step": step,
             ]
             if let heldOut { settings["held_out_nll"] = heldOut }
+            if perturbFraction != 1 { settings["perturb_fraction"] = perturbFraction }
             if !o.settings.schedule.isConstant {
                 settings["lr_schedule"] = lrSchedule
                 settings["warmup"] = warmup

@@ -10,6 +10,13 @@ public protocol TrainableSet: AnyObject {
     /// Brings values back into their valid range after an update (e.g. QZO keeps each
     /// scale's sign and a magnitude floor). Returns how many values it changed.
     @discardableResult func constrain() -> Int
+    /// Per group, the tensor (unit) it belongs to, numbered 0..<T in group order: what a
+    /// sparse perturbation chooses among (`PerturbationSubset`). Default: each group its own.
+    var perturbationUnits: [Int] { get }
+}
+
+extension TrainableSet {
+    public var perturbationUnits: [Int] { Array(groups.indices) }
 }
 
 /// One point at which a step measures the loss: θ + sign · ε · s ⊙ T(z(seed)), or θ
@@ -42,6 +49,9 @@ public struct PerturbationShape {
     /// Per group, its own ε when the trained sets perturb by different amounts (empty: the
     /// run's ε for every group).
     public var groupEpsilons: [Float] = []
+    /// Whether the direction with this seed perturbs this group (a sparse perturbation);
+    /// nil: every group. A group it does not perturb gets z = 0, and no z is generated.
+    public var perturbs: ((_ seed: UInt64, _ group: Int) -> Bool)?
 
     public init(scales: [UnsafePointer<Float>?], transform: ((Int, UnsafeMutablePointer<Float>, Int) -> Void)? = nil) {
         self.scales = scales
@@ -54,8 +64,9 @@ public struct PerturbationShape {
         groupEpsilons.isEmpty ? epsilon : groupEpsilons[group]
     }
 
-    /// values += alpha · s ⊙ T(z(seed, group)).
+    /// values += alpha · s ⊙ T(z(seed, group)); nothing for a group `perturbs` leaves out.
     public func apply(alpha: Float, seed: UInt64, group: Int, to values: UnsafeMutablePointer<Float>, count: Int) {
+        if let perturbs, !perturbs(seed, group) { return }
         if let p = provided?(seed, group) {
             let s = scales.indices.contains(group) ? scales[group] : nil
             if let s {

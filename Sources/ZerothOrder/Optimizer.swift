@@ -81,6 +81,11 @@ public struct StepContext {
     /// their own rates (schedule included); nil: `learningRate` for every group. Only the
     /// built-in ZO-SGD reads it: a run with per-group rates refuses optimizer plugins.
     public var groupLearningRates: [Float]?
+    /// A sparse perturbation's factor per (direction, group): 0 for a group the direction
+    /// left unperturbed (its z was 0), 1/π for one it perturbed (`PerturbationSubset`); the
+    /// estimate is then (1/n) Σⱼ dⱼ · wⱼ,g · zⱼ. nil: every group perturbed, factor 1. Only the
+    /// built-in ZO-SGD reads it: a sparse run refuses optimizer plugins.
+    public var groupEstimateScales: [[Float]]?
 
     public init(step: Int, learningRate: Float, epsilon: Float, directions: [Direction],
                 unperturbedLoss: Float? = nil, dense: [UnsafePointer<Float>]? = nil) {
@@ -231,7 +236,8 @@ func checkFinite(_ c: StepContext, name: String) throws(OptimizerError) {
     }
 }
 
-/// g for one group: the dense estimate when given, else (1/n) Σⱼ dⱼ zⱼ regenerated from the seeds.
+/// g for one group: the dense estimate when given, else (1/n) Σⱼ dⱼ zⱼ regenerated from the
+/// seeds (with a sparse perturbation's factors wⱼ,g when the context has them).
 public func gradientEstimate(_ c: StepContext, group: Int, count: Int, scale: UnsafePointer<Float>? = nil,
                              into out: UnsafeMutablePointer<Float>) {
     if let dense = c.dense {
@@ -240,7 +246,12 @@ public func gradientEstimate(_ c: StepContext, group: Int, count: Int, scale: Un
     }
     out.initialize(repeating: 0, count: count)
     let n = Float(max(1, c.directions.count))
-    for d in c.directions {
-        Perturbation.addScaled(alpha: d.derivative / n, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale)
+    for (j, d) in c.directions.enumerated() {
+        if let w = c.groupEstimateScales?[j][group] {
+            // A sparse direction: z = 0 on a group it left out, d · z / π on one it perturbed.
+            if w != 0 { Perturbation.addScaled(alpha: d.derivative / n * w, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale) }
+        } else {
+            Perturbation.addScaled(alpha: d.derivative / n, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale)
+        }
     }
 }

@@ -228,6 +228,18 @@ public final class QuantScales: TrainableSet, Objective {
         }
     }
 
+    /// Per group, its tensor: a matrix's scales and offsets are one unit, each new token's
+    /// row another (in group order), for a sparse perturbation.
+    public var perturbationUnits: [Int] {
+        var units = [Int](repeating: 0, count: groups.count)
+        for (i, t) in targets.enumerated() {
+            units[t.scaleGroup] = i
+            if let og = t.offsetGroup { units[og] = i }
+        }
+        for g in values.count..<groups.count { units[g] = targets.count + (g - values.count) }
+        return units
+    }
+
     /// Trainable values.
     public var parameterCount: Int { groups.reduce(0) { $0 + $1.count } }
 

@@ -41,6 +41,9 @@ public struct TrainingSettings: Sendable {
     /// the built-in ZO-SGD takes per-group rates (`TrainingRun` refuses them with a plugin).
     public var groupLearningRates: [Float]?
     public var groupEpsilons: [Float]?
+    /// The fraction of the trained tensors each direction perturbs (`PerturbationSubset`);
+    /// 1: all of them, the dense z.
+    public var perturbFraction = 1.0
 
     public init() {}
 
@@ -99,6 +102,8 @@ public final class Trainer {
     public var collective: Collective = SingleProcess()
     /// Set by `restore`: the next step is the first after a resume.
     private var resumed = false
+    /// Which tensors each direction perturbs, when not all (`settings.perturbFraction` < 1).
+    public let subset: PerturbationSubset?
 
     public init(objective: Objective, optimizer: Optimizer, settings: TrainingSettings, train: [Example],
                 subspace: SubspaceGradient? = nil, evaluate: (() throws(TrainingError) -> Double)? = nil) throws(TrainingError) {
@@ -118,6 +123,16 @@ public final class Trainer {
             }
         }
         if let e = settings.groupEpsilons, e.contains(0) { throw .invalidSetting("a group's epsilon is 0; epsilon must be positive") }
+        if settings.perturbFraction != 1 {
+            subset = try PerturbationSubset(fraction: settings.perturbFraction, unitOfGroup: objective.parameters.perturbationUnits)
+            // Only ZO-SGD forms its estimate with the subset's factors; a plugin regenerates z
+            // from the seeds for every group (ABI 1.1) and would update along a z never applied.
+            guard optimizer is ZOSGD else {
+                throw .invalidSetting("--perturb-fraction \(settings.perturbFraction) needs the built-in zo-sgd: optimizer \(optimizer.name) regenerates z for every tensor from the step's seeds, not the sparse z the engine applied")
+            }
+        } else {
+            subset = nil
+        }
         self.objective = objective
         self.optimizer = optimizer
         self.settings = settings
@@ -214,6 +229,13 @@ public final class Trainer {
         if let subspace, subspace.transformsPerturbation {
             shape.transform = { g, z, n in subspace.shapePerturbation(group: g, z, count: n) }
         }
+        // A sparse perturbation: each direction's tensors, from its seed (so the two points and
+        // the update agree, and a resumed run regenerates them).
+        let perturbed = subset.map { subset in seeds.map { subset.perturbedGroups(seed: $0) } }
+        if let perturbed {
+            let table = Dictionary(seeds.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            shape.perturbs = { seed, g in table[seed].map { perturbed[$0][g] } ?? true }
+        }
         // An optimizer that chooses its own directions: p for every (direction, group), asked
         // for (and checked) before anything is perturbed, used for the + and − points alike.
         var provided = [[UnsafeMutablePointer<Float>]]()   // (directions) -> (groups) -> (count)
@@ -302,12 +324,16 @@ public final class Trainer {
         context.baseLearningRate = settings.learningRate
         context.groupLearningRates = settings.groupRates(step: s)
         context.firstAfterResume = resumed
+        if let perturbed, let scale = subset?.estimateScale {
+            context.groupEstimateScales = perturbed.map { row in row.map { $0 ? scale : 0 } }
+        }
         var denseBuffers = [[Float]]()
         if let subspace, subspace.isActive {
             for (g, group) in groups.enumerated() {
                 var v = [Float](repeating: 0, count: group.count)
-                for d in directions {
-                    shape.apply(alpha: d.derivative / Float(q), seed: d.seed, group: g, to: &v, count: group.count)
+                for (j, d) in directions.enumerated() {
+                    let w = context.groupEstimateScales?[j][g] ?? 1
+                    shape.apply(alpha: w == 1 ? d.derivative / Float(q) : d.derivative / Float(q) * w, seed: d.seed, group: g, to: &v, count: group.count)
                 }
                 if subspace.mode == .projectEstimate { subspace.project(group: g, &v, count: group.count) }
                 denseBuffers.append(v)

@@ -364,6 +364,7 @@ public final class TrainingRun {
             if o.method.kquantScales != .superBlock { identity["kquant_scales"] = o.method.kquantScales.rawValue }
         }
         if !s.schedule.isConstant { identity["lr_schedule"] = s.schedule.identity }
+        if s.perturbFraction != 1 { identity["perturb_fraction"] = "\(s.perturbFraction)" }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
         let run = TrainingRun.runDigest(identity)
