@@ -43,6 +43,12 @@ CONFIGS = {
     # alpha 1e-8 (the default) leaves Sigma at 1 over a short run; 1e-3 lets it move.
     "hizoo-a1e-3": (["--optimizer", "hizoo", "--opt", "alpha=1e-3"], 3),
     "hizoo-a1e-3-block64": (["--optimizer", "hizoo", "--opt", "alpha=1e-3", "--opt", "block=64"], 3),
+    # Sparse z: each direction perturbs round(f * T) of the T trained tensors, the update
+    # divided by that share (unbiased). "-biased" leaves it undivided, which for ZO-SGD is
+    # exactly the unbiased update at rate (k / T) * 3e-3 (QZO's 210 tensors: k = 53 at 0.25).
+    "sparse-0.25": (["--optimizer", "zo-sgd", "--perturb-fraction", "0.25"], 2),
+    "sparse-0.1": (["--optimizer", "zo-sgd", "--perturb-fraction", "0.1"], 2),
+    "sparse-0.25-biased": (["--optimizer", "zo-sgd", "--perturb-fraction", "0.25", "--lr", str(3e-3 * 53 / 210)], 2),
 }
 
 
@@ -120,7 +126,8 @@ def main():
         cells = []
         for m in marks:
             v = [r[0][m] for r in results[n] if m in r[0]]
-            cells.append(f"{' '.join(f'{x:.1%}' for x in v):>16}")
+            med = sorted(v)[len(v) // 2] if v else float("nan")
+            cells.append(f"{' '.join(f'{x:.1%}' for x in v) + f' (med {med:.1%})':>16}")
         sps = sum(r[1] for r in results[n]) / len(results[n])
         print(f"{n:<15} " + " ".join(cells) + f" {sps:7.2f} {sps / ref:6.2f} {results[n][0][2]:>10}")
 
