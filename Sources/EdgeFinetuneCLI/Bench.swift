@@ -268,7 +268,8 @@ extension Bench {
     /// training batch of 8 sequences of 64 tokens, and one zero-order training step on that
     /// batch for each method (two-sided SPSA: two perturbed points). Their tokens per run
     /// are the batch's, so "tokens/s" compares directly: a step that costs two forwards
-    /// shows half the forward's rate.
+    /// shows half the forward's rate. With --training-data the batch is that file's first 8
+    /// examples, and with --share-prefix the textual-inversion step is timed shared as well.
     func additionalWorkloads(_ m: LlamaModel) throws -> [Workload] {
         guard training else { return [] }
         var sequences = 8, length = min(64, m.config.contextLength)
@@ -286,8 +287,9 @@ extension Bench {
             let added = try m.tokenizer.adding(tokens: [newToken])
             examples = Array(try Dataset.load(path: trainingData, tokenizer: added, maxLength: min(128, m.config.contextLength),
                                               chatTemplate: m.chatTemplateText).prefix(sequences))
+            guard !examples.isEmpty else { throw ValidationErrorText("--training-data \(trainingData) has no examples") }
             sequences = examples.count
-            length = examples.map(\.tokens.count).max() ?? 1
+            length = examples.map(\.tokens.count).max()!
             shape = "\(sequences) of \(trainingData) (\(examples.map(\.tokens.count).reduce(0, +)) tokens)"
             tokenizer = added
         }
