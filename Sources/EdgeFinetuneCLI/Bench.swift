@@ -46,6 +46,15 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, inversion: .prefixedNo, help: "Also time a forward pass of a training batch and one training step of each method.")
     var training = true
 
+    @Option(name: .long, help: "Training-batch workloads on real data: the first 8 examples of this JSONL (its text uses --training-new-token literally) instead of 8 x 64 pseudo-random tokens; the QZO step is then left out.")
+    var trainingData: String?
+
+    @Option(name: .long, help: "The new token the text of --training-data uses.")
+    var trainingNewToken = " <x>"
+
+    @Flag(name: .long, help: "Also time the textual-inversion step with each example's positions before its first new token run once for both points (train --share-prefix).")
+    var sharePrefix = false
+
     @Flag(name: .long, help: "Read the weights of the training-batch workloads from disk block by block, as a run under --memory-budget does, instead of from the mapping.")
     var streamWeights = false
 
@@ -82,7 +91,7 @@ struct Bench: ParsableCommand {
         if genTokens > 0 {
             workloads.append(Workload.generation(m, prompt: genPrompt, tokens: genTokens))
         }
-        workloads += additionalWorkloads(m)
+        workloads += try additionalWorkloads(m)
 
         var results = [Result]()
         for w in workloads {
@@ -259,27 +268,60 @@ extension Bench {
     /// training batch of 8 sequences of 64 tokens, and one zero-order training step on that
     /// batch for each method (two-sided SPSA: two perturbed points). Their tokens per run
     /// are the batch's, so "tokens/s" compares directly: a step that costs two forwards
-    /// shows half the forward's rate.
-    func additionalWorkloads(_ m: LlamaModel) -> [Workload] {
+    /// shows half the forward's rate. With --training-data the batch is that file's first 8
+    /// examples, and with --share-prefix the textual-inversion step is timed shared as well.
+    func additionalWorkloads(_ m: LlamaModel) throws -> [Workload] {
         guard training else { return [] }
-        let sequences = 8, length = min(64, m.config.contextLength)
+        var sequences = 8, length = min(64, m.config.contextLength)
         let plain = (0..<sequences).map { s -> Example in
             let ids = Workload.promptIDs(length + s, vocabulary: m.config.vocabSize).suffix(length).map { $0 }
             return Example(tokens: ids, targets: Array(ids.dropFirst()) + [-1], line: s + 1)
         }
         var workloads = [Workload]()
         var examples = plain
+        var shape = "8 x 64"
+        // --training-data: its first 8 examples, tokenized with the new token added.
+        let newToken = trainingData == nil ? "<bench-token>" : trainingNewToken
+        var tokenizer: Tokenizer?
+        if let trainingData {
+            let added = try m.tokenizer.adding(tokens: [newToken])
+            examples = Array(try Dataset.load(path: trainingData, tokenizer: added, maxLength: min(128, m.config.contextLength),
+                                              chatTemplate: m.chatTemplateText).prefix(sequences))
+            guard !examples.isEmpty else { throw ValidationErrorText("--training-data \(trainingData) has no examples") }
+            sequences = examples.count
+            length = examples.map(\.tokens.count).max()!
+            shape = "\(sequences) of \(trainingData) (\(examples.map(\.tokens.count).reduce(0, +)) tokens)"
+            tokenizer = added
+        }
+        let tokens = examples.map(\.tokens.count).reduce(0, +)
         // --stream-weights: every workload below reads its blocks through one streamer.
         let source: WeightStreamer? = streamWeights ? WeightStreamer(model: m) : nil
 
-        // One forward pass of the batch, with the loss at every position.
-        var state: RunState? = RunState(config: m.config, capacity: sequences * length, contextLength: length)
+        // Textual inversion: one new token in every sequence (or the data's); both points in one batch.
+        // (Refused data is an error; the pseudo-random batch skips what a model cannot do.)
+        let make = { () throws -> TextualInversion in
+            try TextualInversion(model: m, newTokens: [newToken], initToken: " the", microBatchTokens: tokens,
+                                 maxPoints: 2, contextLength: length, tokenizer: tokenizer)
+        }
+        let ti = trainingData == nil ? try? make() : try make()
+        if let ti, trainingData == nil {
+            for i in examples.indices {
+                examples[i].tokens[length / 2] = Int32(ti.firstID)
+                examples[i].targets[length / 2 - 1] = Int32(ti.firstID)
+            }
+        }
+
+        // One forward pass of the batch, with the loss at every position (the data's new
+        // token at its initial row).
+        var state: RunState? = RunState(config: m.config, capacity: tokens, contextLength: length)
         var output: OutputScratch? = OutputScratch(dim: m.config.dim, capacity: 256)
-        let batch = Batch(sequences: examples.map(\.tokens))
-        let targets = examples.flatMap(\.targets)
-        workloads.append(Workload(name: "forward_8x64", title: "forward + loss, batch 8 x 64", tokensPerRun: sequences * length, run: {
-            m.forward(batch, state!, weights: source)
-            _ = m.negativeLogLikelihoods(batch, state!, targets: targets, scratch: output!, weights: source)
+        let forwardExamples = trainingData == nil ? plain : examples
+        let batch = Batch(sequences: forwardExamples.map(\.tokens))
+        let targets = forwardExamples.flatMap(\.targets)
+        let extra = trainingData == nil ? nil : ti?.currentExtraTokens()
+        workloads.append(Workload(name: trainingData == nil ? "forward_8x64" : "forward_data", title: "forward + loss, batch \(shape)", tokensPerRun: tokens, run: {
+            m.forward(batch, state!, extra: extra, weights: source)
+            _ = m.negativeLogLikelihoods(batch, state!, targets: targets, extra: extra, scratch: output!, weights: source)
         }, release: {
             state = nil
             output = nil
@@ -290,21 +332,22 @@ extension Bench {
         settings.batchSize = sequences
         settings.microBatchSize = sequences
 
-        // Textual inversion: one new token in every sequence; both points in one batch.
-        if let ti = try? TextualInversion(model: m, newTokens: ["<bench-token>"], initToken: " the", microBatchTokens: sequences * length,
-                                          maxPoints: 2, contextLength: length) {
+        if let ti {
             ti.weights = source
-            for i in examples.indices {
-                examples[i].tokens[length / 2] = Int32(ti.firstID)
-                examples[i].targets[length / 2 - 1] = Int32(ti.firstID)
+            // With --share-prefix, the step as `train --share-prefix` runs it too, on its own trainer.
+            for shared in sharePrefix ? [false, true] : [false] {
+                var trainer = try? Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [m.config.dim]), settings: settings, train: examples)
+                let suffix = trainingData == nil ? "_8x64" : "_data"
+                workloads.append(Workload(name: (shared ? "ti_step_shared" : "ti_step") + suffix,
+                                          title: "textual-inversion step\(shared ? ", shared prefix" : ""), batch \(shape) (2 points, one pass)",
+                                          tokensPerRun: tokens, run: {
+                    ti.sharePrefix = shared
+                    do { try trainer!.runStep() } catch { warn("bench: training step failed: \(error)") }
+                },
+                                          release: { trainer = nil }))
             }
-            var trainer = try? Trainer(objective: ti, optimizer: ZOSGD(groupSizes: [m.config.dim]), settings: settings, train: examples)
-            workloads.append(Workload(name: "ti_step_8x64", title: "textual-inversion step, batch 8 x 64 (2 points, one pass)",
-                                      tokensPerRun: sequences * length, run: {
-                do { try trainer!.runStep() } catch { warn("bench: training step failed: \(error)") }
-            },
-                                      release: { trainer = nil }))
         }
+        guard trainingData == nil else { return workloads }
 
         // QZO: every block scale of the transformer blocks; the points go block by block.
         if let qzo = try? QuantScales(model: m, patterns: ["blk.*"], trainOffsets: false, microBatchTokens: sequences * length,

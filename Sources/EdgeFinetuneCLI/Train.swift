@@ -45,6 +45,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "The new tokens' output rows: tied (the trained rows) or init (the init token's output row, fixed).")
     var newTokenOutput: String = "tied"
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Textual inversion: run each example's positions before its first new token once for all points of a step (the same losses up to float32 rounding, less work).")
+    var sharePrefix = false
+
     @Option(name: .long, help: "Training steps.")
     var steps = 1000
 
@@ -202,6 +205,9 @@ struct Train: ParsableCommand {
         if NewTokenOutputRow(rawValue: newTokenOutput) == nil {
             throw ValidationError("--new-token-output must be tied or init (got \(newTokenOutput))")
         }
+        if sharePrefix && methods != ["textual-inversion"] {
+            throw ValidationError("--share-prefix applies to --method textual-inversion alone: QZO's points differ in every weight, so no position is the same at both")
+        }
         if methods.contains("textual-inversion") && newToken.isEmpty {
             throw ValidationError("textual inversion needs at least one --new-token, e.g. --new-token \" <x>\"")
         }
@@ -280,6 +286,7 @@ struct Train: ParsableCommand {
             qzo: methods.contains("qzo") ? (tensors.split(separator: ",").map(String.init), trainOffsets) : nil))
         o.method.newTokenOutput = NewTokenOutputRow(rawValue: newTokenOutput) ?? .tied
         o.method.kquantScales = KQuantGranularity(rawValue: kquantScales)!
+        o.sharePrefix = sharePrefix
         o.evalPath = evalData
         o.evalFraction = evalFraction
         o.maxLength = maxLength
@@ -337,6 +344,7 @@ struct Train: ParsableCommand {
                 "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
                 "step": step,
             ]
+            if sharePrefix { settings["share_prefix"] = true }
             if let heldOut { settings["held_out_nll"] = heldOut }
             if perturbFraction != 1 { settings["perturb_fraction"] = perturbFraction }
             if !o.settings.schedule.isConstant {

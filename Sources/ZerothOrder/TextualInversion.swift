@@ -197,11 +197,22 @@ public final class TextualInversion: TrainableSet, Objective {
 
     /// Whether a step runs each example's positions before its first new token once for
     /// all points (they are the same at every point: only the new rows differ) and only
-    /// the rest once per point. The loss sums are the same up to float rounding.
-    /// Off by default: with it on, TrainingTests' central-difference check at ε = 1e-3
-    /// (d(2e-3) − d(1e-3) against d(4e-3) − d(2e-3)) fails, so some error that differs
-    /// between the points remains at the 1e-7 level (see docs/notes/shared-prefix.md).
+    /// the rest once per point. The loss sums are the same up to float32 rounding, so this
+    /// only saves work; it is off by default because it changes the rounding, and so the
+    /// trajectory of a run (`train --share-prefix`; docs/notes/shared-prefix.md).
     public var sharePrefix = false
+
+    /// Positions of `examples` that a step with `sharePrefix` runs once for all its points
+    /// (those before each example's first new token; a whole example without one), and all
+    /// positions.
+    public func sharedPositions(_ examples: [Example]) -> (shared: Int, total: Int) {
+        var shared = 0, total = 0
+        for e in examples {
+            shared += e.tokens.firstIndex { Int($0) >= firstID } ?? e.tokens.count
+            total += e.tokens.count
+        }
+        return (shared, total)
+    }
 
     public var dim: Int { model.config.dim }
     public var passCapacity: Int { state.capacity }

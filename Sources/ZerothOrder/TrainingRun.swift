@@ -68,6 +68,10 @@ public struct TrainingRunOptions: Sendable {
     /// Directions kept by `.embeddings` (the top principal directions of token_embd's rows);
     /// nil: 64, or the model's width if it is smaller.
     public var subspaceRank: Int?
+    /// Textual inversion: run each example's positions before its first new token once for
+    /// all points of a step (`TextualInversion.sharePrefix`): the same losses up to float32
+    /// rounding, less work.
+    public var sharePrefix = false
     /// Distillation: teacher model and tokens kept per position.
     public var teacher: (path: String, topK: Int)?
     /// Bytes the run may keep resident (nil: the model file's size plus 40 MB, about what
@@ -246,6 +250,9 @@ public final class TrainingRun {
         var subspaceGradient: SubspaceGradient?
         var rows: NewTokenRows?
         if let q = o.method.qzo {
+            if o.sharePrefix {
+                throw TrainingError.invalidSetting("--share-prefix applies to textual inversion alone (the method is \(o.method.name)): QZO's points differ in every weight, so no position is the same at both")
+            }
             if o.subspace?.mode == .embeddings {
                 throw TrainingError.invalidSetting("--subspace embeddings applies to textual inversion alone (the method is \(o.method.name))")
             }
@@ -285,6 +292,7 @@ public final class TrainingRun {
                                           maxPoints: points, contextLength: context, tileRows: tileRows,
                                           outputRow: o.method.newTokenOutput)
             ti.weights = streamer
+            ti.sharePrefix = o.sharePrefix
             rows = ti.rows
             objective = ti
             let evaluator = ti.evaluator
@@ -324,7 +332,13 @@ public final class TrainingRun {
                 a.newTokenOutput = ti.rows.outputRow == .tied ? nil : (ti.rows.outputRow.rawValue, ti.initTokenID)
                 return a
             }
-            describeMethod = "textual inversion: \(t.newTokens.count) new token(s) of \(m.config.dim) values, starting from \"\(t.initToken)\""
+            var described = "textual inversion: \(t.newTokens.count) new token(s) of \(m.config.dim) values, starting from \"\(t.initToken)\""
+            if o.sharePrefix {
+                let (shared, total) = ti.sharedPositions(train)
+                described += String(format: "; shared prefix: %d of %d training positions (%.1f%%) come before the first new token and run once for the %d points of a step",
+                                    shared, total, 100 * Double(shared) / Double(max(total, 1)), points)
+            }
+            describeMethod = described
         }
         if let rows {
             let newIDs = Set((0..<rows.tokens.count).map { Int32(rows.firstID + $0) })
@@ -357,6 +371,8 @@ public final class TrainingRun {
             identity["init_token"] = t.initToken
             identity["new_token_units"] = "init-row-rms"
             identity["new_token_output"] = o.method.newTokenOutput.rawValue
+            // Only when on: the checkpoints of runs without it keep their names.
+            if o.sharePrefix { identity["share_prefix"] = "on" }
         }
         if let q = o.method.qzo {
             identity["tensors"] = q.patterns.joined(separator: ",")
@@ -381,8 +397,10 @@ public final class TrainingRun {
             } else if store.files().isEmpty, let foreign = store.foreignFiles().first {
                 // Only other runs' checkpoints: resuming from step 1 would look like a resume and is not one.
                 let theirs = CheckpointStore.identity(atPath: foreign.path)
-                let difference = theirs.flatMap { t in identity.sorted(by: { $0.key < $1.key }).first { t[$0.key] != $0.value } }
-                    .map { " (that run has \($0.key) = \(theirs?[$0.key] ?? "(none)"), this one \($0.value))" } ?? ""
+                // Keys either run has (a setting recorded only when it is not the default, such
+                // as share_prefix, is missing from the other run's identity).
+                let difference = theirs.flatMap { t in Set(identity.keys).union(t.keys).sorted().first { t[$0] != identity[$0] } }
+                    .map { " (that run has \($0) = \(theirs?[$0] ?? "(none)"), this one \(identity[$0] ?? "(none)"))" } ?? ""
                 throw TrainingError.checkpoint(path: store.directory,
                                                message: "cannot resume: the checkpoints here belong to another run with other settings\(difference), e.g. \(foreign.path); give the same flags as that run, or another --checkpoint-dir")
             } else {

@@ -137,6 +137,42 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: dir + "/nan.gguf"))
     }
 
+    /// --share-prefix changes only the rounding: every step's loss (and so the trajectory)
+    /// is the unshared run's within float32 noise. The run says how many positions it
+    /// shares; it is part of the run's identity, so a resume with the other setting is
+    /// refused, naming it; QZO refuses it.
+    @Test func sharePrefixGivesTheUnsharedLosses() throws {
+        let dir = makeTemporaryDirectory("share-prefix")
+        let ckpt = ["--checkpoint-dir", dir + "/ck", "--checkpoint-every", "4"]
+        func losses(_ path: String) throws -> [Double] {
+            try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").compactMap { line in
+                (try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["loss"] as? Double
+            }
+        }
+        let off = try train(["--log-json", dir + "/off.jsonl"], out: dir + "/off.gguf")
+        let on = try train(["--share-prefix", "--log-json", dir + "/on.jsonl"] + ckpt, out: dir + "/on.gguf")
+        #expect(off.status == 0 && on.status == 0, "\(off.stderr)\(on.stderr)")
+        #expect(!off.stderr.contains("shared prefix"))
+        // The Paris lines put " <x>" (Paris) after a few words: some positions, not all, are shared.
+        let said = on.stderr.split(separator: "\n").first { $0.contains("shared prefix: ") }
+        let counts = said.map { $0.components(separatedBy: "shared prefix: ")[1].split(separator: " ").compactMap { Int($0) } }
+        #expect(counts.map { $0.count >= 2 && $0[0] > 0 && $0[0] < $0[1] } == true, "\(on.stderr)")
+        let a = try losses(dir + "/off.jsonl"), b = try losses(dir + "/on.jsonl")
+        #expect(a.count == 12 && b.count == 12)
+        for (x, y) in zip(a, b) { #expect(abs(x - y) <= 1e-5 * abs(x), "step losses \(a) vs \(b)") }
+
+        // The adapter records it; a resume with the other setting is another run.
+        let training = try GGUFFile(path: dir + "/on.gguf").metadata.string("edge_finetune.training") ?? ""
+        #expect(training.contains("\"share_prefix\":true"), "\(training)")
+        let other = try train(["--no-share-prefix", "--resume", "--steps", "16"] + ckpt, out: dir + "/on.gguf")
+        #expect(other.status != 0 && other.stderr.contains("another run") && other.stderr.contains("share_prefix"), "\(other.stderr)")
+        let same = try train(["--share-prefix", "--resume", "--steps", "16"] + ckpt, out: dir + "/on.gguf")
+        #expect(same.status == 0 && same.stderr.contains("resuming from"), "\(same.stderr)")
+
+        let qzo = try train(["--share-prefix", "--method", "qzo,textual-inversion"], out: dir + "/q.gguf")
+        #expect(qzo.status != 0 && qzo.stderr.contains("--share-prefix"), "\(qzo.stderr)")
+    }
+
     /// A run killed with SIGKILL at a random step and resumed ends with the same adapter
     /// as an uninterrupted run; a damaged newest checkpoint is skipped with a warning.
     @Test func killedRunResumesToTheSameAdapter() throws {

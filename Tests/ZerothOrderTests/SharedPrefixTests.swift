@@ -56,6 +56,49 @@ import ZerothOrder
         }
     }
 
+    /// `data` with soft targets (distillation): at every scored position the `k` most likely
+    /// next tokens of `model` with the new rows at `ti`'s current values, renormalized, as
+    /// `Distillation.attachTeacher` forms them. The new token's id is among them wherever the
+    /// model ranks it high (its row starts as " the"'s).
+    func withSoftTargets(_ data: [Example], _ ti: TextualInversion, _ model: LlamaModel, k: Int = 8) throws -> [Example] {
+        let state = RunState(config: model.config, capacity: data.map(\.tokens.count).max()!, contextLength: 64)
+        let extra = ti.currentExtraTokens()
+        return try data.map { e in
+            var e = e
+            let batch = Batch(sequences: [e.tokens])
+            try model.validate(batch, state, extra: extra)
+            model.forward(batch, state, extra: extra)
+            e.soft = model.topTokens(batch, state, targets: e.targets, k: k, extra: extra)
+            return e
+        }
+    }
+
+    @Test("soft targets (distillation): each point's sum is the unshared pass's", arguments: models)
+    func softTargetSumsAgree(name: String) throws {
+        let model = try tinyModel(name)
+        let plusMinus = [PerturbedPoint(seed: 9, sign: 1), PerturbedPoint(seed: 9, sign: -1)]
+        for points in [plusMinus, [.unperturbed] + plusMinus] {
+            for microBatchTokens in [256, 24] {
+                let (ti, plain) = try objective(model, points: points.count, microBatchTokens: microBatchTokens)
+                let data = try withSoftTargets(plain, ti, model)
+                // The soft path is the one measured: its sums are not the hard targets' sums,
+                // and the new token is a soft target somewhere (its logit enters the sum).
+                let newID = Int32(ti.firstID)
+                #expect(data.contains { $0.soft?.contains { $0?.ids.contains(newID) == true } == true }, "\(name): the new token is never a soft target")
+                let unshared = try sums(ti, share: false, points, data)
+                let hard = try sums(ti, share: false, points, plain)
+                #expect(abs(unshared[0].totalNLL - hard[0].totalNLL) > 1e-3 * hard[0].totalNLL)
+                let shared = try sums(ti, share: true, points, data)
+                for p in points.indices {
+                    #expect(shared[p].tokens == unshared[p].tokens)
+                    let a = shared[p].totalNLL, b = unshared[p].totalNLL
+                    #expect(abs(a - b) <= 1e-5 * abs(b), "\(name), \(points.count) points, pass \(microBatchTokens): point \(p): \(a) vs \(b)")
+                }
+                #expect(unshared[0].totalNLL != unshared[1].totalNLL)
+            }
+        }
+    }
+
     @Test("the shared pass scores each point through the evaluator's independent path", arguments: models)
     func agreesWithTheEvaluator(name: String) throws {
         let model = try tinyModel(name)
