@@ -218,6 +218,10 @@ struct Train: ParsableCommand {
         guard loss == "nll" || loss == "kl" else { throw ValidationError("--loss must be nll or kl (got \(loss))") }
         if loss == "kl" && teacher == nil { throw ValidationError("--loss kl needs --teacher MODEL") }
         if loss == "nll" && teacher != nil { throw ValidationError("--teacher is used with --loss kl") }
+        if loss == "kl" && methods.contains("textual-inversion") {
+            // The teacher reads the same token ids, and a new token is not one of its ids.
+            throw ValidationError("--loss kl cannot train --method textual-inversion: the teacher has no token \(newToken.first.map { "'\($0)'" } ?? "for a new token") to read; train new tokens with --loss nll")
+        }
         guard (1...65536).contains(teacherTopK) else { throw ValidationError("--teacher-top-k must be in 1...65536 (got \(teacherTopK))") }
         if let microBatch { guard (1...Self.maximumBatch).contains(microBatch) else {
             throw ValidationError("--micro-batch must be in 1...\(Self.maximumBatch) (got \(microBatch))")

@@ -228,6 +228,9 @@ public final class TrainingRun {
 
         // Distillation: the teacher's distributions on the training text, computed once.
         if let teacher = o.teacher {
+            if let token = newTokens.first {
+                throw TrainingError.invalidSetting("distillation cannot train the new token '\(token)': the teacher \(teacher.path) has no such token to read")
+            }
             let t = try LlamaModel(path: teacher.path)
             guard t.config.vocabSize == m.config.vocabSize, t.tokenizer.count == m.tokenizer.count - newTokens.count else {
                 throw TrainingError.invalidSetting("the teacher \(teacher.path) does not share the model's vocabulary")
