@@ -247,11 +247,9 @@ public func gradientEstimate(_ c: StepContext, group: Int, count: Int, scale: Un
     out.initialize(repeating: 0, count: count)
     let n = Float(max(1, c.directions.count))
     for (j, d) in c.directions.enumerated() {
-        if let w = c.groupEstimateScales?[j][group] {
-            // A sparse direction: z = 0 on a group it left out, d · z / π on one it perturbed.
-            if w != 0 { Perturbation.addScaled(alpha: d.derivative / n * w, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale) }
-        } else {
-            Perturbation.addScaled(alpha: d.derivative / n, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale)
-        }
+        // A sparse direction has z = 0 on a group it left out (w = 0) and d · z / π on one it
+        // perturbed (w = 1/π); a dense one has w = 1, and x · 1 is x exactly.
+        let w = c.groupEstimateScales?[j][group] ?? 1
+        if w != 0 { Perturbation.addScaled(alpha: d.derivative / n * w, seed: d.seed, group: UInt32(group), to: out, count: count, scale: scale) }
     }
 }

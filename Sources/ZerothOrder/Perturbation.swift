@@ -73,20 +73,26 @@ public enum Perturbation {
         }
     }
 
-    /// Writes z for indices start..<start+count into `out`.
+    /// Writes z for indices start..<start+count into `out`: whole blocks written straight
+    /// through, a partial block at either end through `value`.
     public static func fill(seed: UInt64, group: UInt32, start: UInt64, count: Int, into out: UnsafeMutablePointer<Float>) {
         var i = 0
         var index = start
-        while i < count {
+        while i < count && index % 4 != 0 {
+            out[i] = value(seed: seed, group: group, index: index)
+            i += 1
+            index += 1
+        }
+        while count - i >= 4 {
             let z = block(seed: seed, group: group, block: index / 4)
-            let values = [z.0, z.1, z.2, z.3]
-            var lane = Int(index % 4)
-            while lane < 4 && i < count {
-                out[i] = values[lane]
-                lane += 1
-                i += 1
-                index += 1
-            }
+            (out[i], out[i + 1], out[i + 2], out[i + 3]) = z
+            i += 4
+            index += 4
+        }
+        while i < count {
+            out[i] = value(seed: seed, group: group, index: index)
+            i += 1
+            index += 1
         }
     }
 

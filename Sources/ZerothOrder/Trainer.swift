@@ -333,7 +333,7 @@ public final class Trainer {
                 var v = [Float](repeating: 0, count: group.count)
                 for (j, d) in directions.enumerated() {
                     let w = context.groupEstimateScales?[j][g] ?? 1
-                    shape.apply(alpha: w == 1 ? d.derivative / Float(q) : d.derivative / Float(q) * w, seed: d.seed, group: g, to: &v, count: group.count)
+                    if w != 0 { shape.apply(alpha: d.derivative / Float(q) * w, seed: d.seed, group: g, to: &v, count: group.count) }
                 }
                 if subspace.mode == .projectEstimate { subspace.project(group: g, &v, count: group.count) }
                 denseBuffers.append(v)
