@@ -9,12 +9,18 @@ the load of a shared machine falls on all of them alike; s/step is the mean over
 run's steps, and the plugin's memory is what it allocated through the host (the
 `plugin memory` line of the run's summary).
 
-    python3 bench/abi11.py --task qzo|ti [--steps 100] [--seeds 0 1 2] [--config NAME ...] [--extra '--batch 4']
+    python3 bench/abi11.py --task qzo|ti|kquant [--steps 100] [--seeds 0 1 2] [--config NAME ...] [--extra '--batch 4']
 
   ti   textual inversion, examples/paris on SmolLM2-135M Q4_1: gap = held-out NLL with the
        initial <x> minus with the true word ' Paris'.
   qzo  QZO of the Q4_0 requantization of SmolLM2-135M Q4_1 (examples/qzo): gap = Q4_0's
        held-out NLL minus Q4_1's.
+  kquant  QZO on a K-quant file: Gemma 3 270M Q4_K_M with its Q5_0 block tensors converted
+       to Q4_0 by edge-finetune's quantizer (bench/qzo_kquants.py --from q5_0 --to q4_0's
+       model), those tensors trained: gap = the converted file's held-out NLL minus the
+       Q4_K_M file's.
+--reuse takes a run whose log already holds every step (same flags and seed give the same
+run bit for bit) instead of running it again; its s/step is then that earlier run's.
 Results go to runs/abi11/<task>/ and a table on stdout.
 """
 import argparse
@@ -61,7 +67,7 @@ def run(cmd):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--task", choices=["ti", "qzo"], required=True)
+    ap.add_argument("--task", choices=["ti", "qzo", "kquant"], required=True)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -69,6 +75,7 @@ def main():
     ap.add_argument("--report", action="store_true", help="only print a markdown table of the runs made so far")
     ap.add_argument("--tag", default="", help="a subdirectory for this invocation's runs")
     ap.add_argument("--extra", default="", help="extra flags for every run, e.g. '--batch 4'")
+    ap.add_argument("--reuse", action="store_true", help="keep a finished run's log instead of running it again")
     args = ap.parse_args()
     if args.report:
         report(args.task)
@@ -84,6 +91,17 @@ def main():
         target = json.loads(run([BIN, "eval", "--model", model, "--data", os.path.join(ex, "heldout-true.jsonl"), "--json"]))["nll"]
         base = [BIN, "train", "--model", model, "--data", os.path.join(ex, "train.jsonl"),
                 "--eval-data", os.path.join(ex, "heldout.jsonl"), "--new-token", " <x>"]
+    elif args.task == "kquant":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from qzo_kquants import converted_model
+        ex = os.path.join(ROOT, "examples", "qzo")
+        original = os.path.join(ROOT, "models", "gemma-3-270m.Q4_K_M.gguf")
+        model = os.path.join(ROOT, "runs", "qzo-kquants", "gemma-3-270m.Q4_K_M-q5_0-to-q4_0.gguf")
+        os.makedirs(os.path.dirname(model), exist_ok=True)
+        tensors, _ = converted_model(original, "q5_0", "q4_0", model)
+        target = json.loads(run([BIN, "eval", "--model", original, "--data", os.path.join(ex, "heldout.jsonl"), "--json"]))["nll"]
+        base = [BIN, "train", "--method", "qzo", "--model", model, "--data", os.path.join(ex, "train.jsonl"),
+                "--eval-data", os.path.join(ex, "heldout.jsonl"), "--tensors", tensors]
     else:
         ex = os.path.join(ROOT, "examples", "qzo")
         model = os.path.join(ROOT, "runs", "abi11", "qzo", "smollm2-q4_0.gguf")
@@ -103,8 +121,15 @@ def main():
             every = args.eval_every * 2 // passes
             cmd = base + ["--steps", str(steps), "--eval-every", str(every), "--seed", str(seed),
                           "--out", prefix + ".gguf", "--log-json", prefix + ".jsonl"] + flags + args.extra.split()
-            print("running:", " ".join(cmd), file=sys.stderr, flush=True)
-            text = run(cmd)
+            finished = lambda: any(json.loads(l).get("step") == steps for l in open(prefix + ".jsonl"))
+            if args.reuse and os.path.exists(prefix + ".jsonl") and os.path.exists(prefix + ".txt") and finished():
+                print("reusing:", prefix + ".jsonl", file=sys.stderr, flush=True)
+                text = open(prefix + ".txt").read()
+            else:
+                print("running:", " ".join(cmd), file=sys.stderr, flush=True)
+                text = run(cmd)
+                with open(prefix + ".txt", "w") as f:
+                    f.write(text)
             memory = re.search(r"plugin memory\s*[│|]?\s*(\d+) bytes", text)
             log = [json.loads(l) for l in open(prefix + ".jsonl")]
             evals = [(r["step"], r["eval_nll"]) for r in log if "eval_nll" in r]

@@ -101,25 +101,14 @@ final class TwoGroupQuadratic: TrainableSet, Objective {
 
     func run(_ configure: (inout TrainingRunOptions) -> Void, steps: Int = 3,
              optimizer: (([GroupLayout]) throws -> Optimizer)? = nil) throws -> TrainingRun {
-        var o = TrainingRunOptions(modelPath: Repository.path("models/tiny-q4_1.gguf"),
-                                   dataPath: Repository.path("examples/paris/train.jsonl"),
-                                   method: TrainingMethod(textualInversion: ([" <x>"], " the"), qzo: (["blk.*"], false)))
-        o.settings.batchSize = 4
-        o.settings.microBatchSize = 4
-        o.settings.learningRate = 3e-3
-        o.settings.epsilon = 1e-3
-        o.settings.clip = 100
-        o.settings.seed = 3
+        var o = tinyRunOptions(model: "tiny-q4_1.gguf",
+                               method: TrainingMethod(textualInversion: ([" <x>"], " the"), qzo: (["blk.*"], false)))
         configure(&o)
         o.settings.steps = steps
-        let r = try TrainingRun(o, makeOptimizer: optimizer ?? { try ZOSGD.make(groupSizes: $0.map(\.count), options: []) }, note: { _ in })
-        while !r.isFinished { _ = try r.step() }
-        return r
+        return try runToEnd(o, optimizer: optimizer)
     }
 
-    func values(_ r: TrainingRun) -> [[UInt32]] {
-        r.trainer.groups.map { g in (0..<g.count).map { g.values[$0].bitPattern } }
-    }
+    func values(_ r: TrainingRun) -> [[UInt32]] { parameterBits(r) }
 
     /// qzo=0 leaves every block scale as it was, bit for bit, while the new token's row moves;
     /// textual-inversion=0 the other way round.

@@ -127,25 +127,15 @@ import ZerothOrder
     /// fraction does not resume a run of another.
     @Test func fractionOneIsTheDenseRunAndOthersAreInTheIdentity() throws {
         func run(_ fraction: Double?, steps: Int = 3, dir: String? = nil, resume: Bool = false) throws -> TrainingRun {
-            var o = TrainingRunOptions(modelPath: Repository.path("models/tiny-q4_0.gguf"),
-                                       dataPath: Repository.path("examples/paris/train.jsonl"),
-                                       method: .qzo(patterns: ["blk.*"], trainOffsets: false))
-            o.settings.batchSize = 4
-            o.settings.microBatchSize = 4
-            o.settings.learningRate = 3e-3
-            o.settings.epsilon = 1e-3
-            o.settings.clip = 100
-            o.settings.seed = 3
+            var o = tinyRunOptions(model: "tiny-q4_0.gguf", method: .qzo(patterns: ["blk.*"], trainOffsets: false))
             o.settings.steps = steps
             if let fraction { o.settings.perturbFraction = fraction }
             o.checkpointDirectory = dir
             o.checkpointEvery = 2
             o.resume = resume
-            let r = try TrainingRun(o, makeOptimizer: { try ZOSGD.make(groupSizes: $0.map(\.count), options: []) }, note: { _ in })
-            while !r.isFinished { _ = try r.step() }
-            return r
+            return try runToEnd(o)
         }
-        func bits(_ r: TrainingRun) -> [[UInt32]] { r.trainer.groups.map { g in (0..<g.count).map { g.values[$0].bitPattern } } }
+        let bits = parameterBits
         let plain = try run(nil)
         let one = try run(1)
         #expect(bits(one) == bits(plain))
