@@ -288,6 +288,7 @@ def examples(tok, path, new_token=None, new_id=None):
 
 def requantize(out):
     if not os.path.exists(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
         subprocess.run([BIN, "requantize", "--model", Q41, "--type", "q4_0", "--out", out], check=True,
                        capture_output=True)
     return out
