@@ -21,7 +21,12 @@ evaluations included on both sides (each side's log times its steps with their e
 model loading is left out). The machine is shared: name the CPU and load with every figure.
 
     python3 bench/time_to_quality.py [--task ti --task qzo] [--seeds 0 1 2]
-        [--ours-steps 300] [--fo-steps 50] [--eval-every 10]
+        [--ours-steps 300] [--fo-steps 50] [--eval-every 10] [--fo-lr 0.3]
+        [--ours-extra '--share-prefix' --tag share] [--reuse-fo]
+
+--ours-extra adds train flags to our side (its logs then go under --tag); --reuse-fo takes
+the first-order log of the same task and seed from an earlier run instead of running the
+peer again (say so with the figures: the two sides then did not alternate).
 """
 import argparse
 import json
@@ -126,6 +131,10 @@ def main():
     ap.add_argument("--fo-steps", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--fo-lr", type=float, help="first-order Adam learning rate (default: first_order.py's)")
+    ap.add_argument("--ours-extra", default="", help="more train flags for our side, space-separated")
+    ap.add_argument("--tag", default="", help="a name in our side's log files (for runs with --ours-extra)")
+    ap.add_argument("--reuse-fo", action="store_true",
+                    help="take the first-order log of the same task and seed from an earlier run")
     ap.add_argument("--from-logs", action="store_true",
                     help="only summarize the logs already in runs/time-to-quality (e.g. of an interrupted run)")
     args = ap.parse_args()
@@ -135,25 +144,29 @@ def main():
         results = {"ours": [], "first-order": []}
         for seed in args.seeds:
             prefix = os.path.join(OUT, f"{task}-seed{seed}")
+            ours_log = prefix + (f"-{args.tag}" if args.tag else "") + "-ours"
             if args.from_logs:
-                ours, ours_peak = curve_ours([json.loads(l) for l in open(prefix + "-ours.jsonl")])
+                ours, ours_peak = curve_ours([json.loads(l) for l in open(ours_log + ".jsonl")])
                 fo, fo_peak = curve_fo([json.loads(l) for l in open(prefix + "-fo.jsonl")])
                 summarize(results, ours, ours_peak, fo, fo_peak, target)
                 continue
             # Alternately: ours, then the reference, for each seed.
             cmd = [BIN, "train"] + ours_flags + ["--steps", str(args.ours_steps), "--eval-every", str(args.eval_every),
-                                                 "--seed", str(seed), "--out", prefix + "-ours.gguf",
-                                                 "--log-json", prefix + "-ours.jsonl"]
+                                                 "--seed", str(seed), "--out", ours_log + ".gguf",
+                                                 "--log-json", ours_log + ".jsonl"] + args.ours_extra.split()
             print("running:", " ".join(cmd), file=sys.stderr)
             run(cmd)
-            ours, ours_peak = curve_ours([json.loads(l) for l in open(prefix + "-ours.jsonl")])
+            ours, ours_peak = curve_ours([json.loads(l) for l in open(ours_log + ".jsonl")])
             cmd = [sys.executable, FO] + fo_flags + ["--method", "adam", "--steps", str(args.fo_steps),
                                                     "--eval-every", str(min(args.eval_every, 2)), "--seed", str(seed),
                                                     "--log-json", prefix + "-fo.jsonl"]
             if args.fo_lr:
                 cmd += ["--lr", str(args.fo_lr)]
-            print("running:", " ".join(cmd), file=sys.stderr)
-            run(cmd)
+            if args.reuse_fo and os.path.exists(prefix + "-fo.jsonl"):
+                print("reusing:", prefix + "-fo.jsonl", file=sys.stderr)
+            else:
+                print("running:", " ".join(cmd), file=sys.stderr)
+                run(cmd)
             fo, fo_peak = curve_fo([json.loads(l) for l in open(prefix + "-fo.jsonl")])
             summarize(results, ours, ours_peak, fo, fo_peak, target)
         steps = lambda side: "/".join(str(r["steps"]) for r in results[side])
@@ -169,7 +182,7 @@ def main():
             pairs = [(o[key], f[key]) for o, f in zip(results["ours"], results["first-order"])]
             ratios.append((key, [o / f if o is not None and f else None for o, f in pairs]))
         print("ours / first-order: " + ", ".join(f"{k} {fmt(v)}" for k, v in ratios))
-        with open(os.path.join(OUT, f"{task}-results.json"), "w") as f:
+        with open(os.path.join(OUT, f"{task}{'-' + args.tag if args.tag else ''}-results.json"), "w") as f:
             json.dump({"target": target, "seeds": args.seeds, "results": results}, f, indent=1)
 
 
