@@ -19,8 +19,9 @@ run's steps, and the plugin's memory is what it allocated through the host (the
        to Q4_0 by edge-finetune's quantizer (bench/qzo_kquants.py --from q5_0 --to q4_0's
        model), those tensors trained: gap = the converted file's held-out NLL minus the
        Q4_K_M file's.
---reuse takes a run whose log already holds every step (same flags and seed give the same
-run bit for bit) instead of running it again; its s/step is then that earlier run's.
+--reuse takes a run whose log already holds its last step instead of running it again (the
+same flags and seed give the same run bit for bit); it checks the step count only, not the
+flags the log was made with, and its s/step is then that earlier run's.
 Results go to runs/abi11/<task>/ and a table on stdout.
 """
 import argparse

@@ -22,11 +22,12 @@ model loading is left out). The machine is shared: name the CPU and load with ev
 
     python3 bench/time_to_quality.py [--task ti --task qzo] [--seeds 0 1 2]
         [--ours-steps 300] [--fo-steps 50] [--eval-every 10] [--fo-lr 0.3]
-        [--ours-extra '--share-prefix' --tag share] [--reuse-fo]
+        [--ours-extra=--share-prefix --tag share] [--reuse-fo]
 
 --ours-extra adds train flags to our side (its logs then go under --tag); --reuse-fo takes
 the first-order log of the same task and seed from an earlier run instead of running the
-peer again (say so with the figures: the two sides then did not alternate).
+peer again (it does not check that run's --fo-lr or --fo-steps; say so with the figures: the
+two sides then did not alternate).
 """
 import argparse
 import json
@@ -131,13 +132,15 @@ def main():
     ap.add_argument("--fo-steps", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--fo-lr", type=float, help="first-order Adam learning rate (default: first_order.py's)")
-    ap.add_argument("--ours-extra", default="", help="more train flags for our side, space-separated")
+    ap.add_argument("--ours-extra", default="", help="more train flags for our side, space-separated (--ours-extra=--share-prefix)")
     ap.add_argument("--tag", default="", help="a name in our side's log files (for runs with --ours-extra)")
     ap.add_argument("--reuse-fo", action="store_true",
                     help="take the first-order log of the same task and seed from an earlier run")
     ap.add_argument("--from-logs", action="store_true",
                     help="only summarize the logs already in runs/time-to-quality (e.g. of an interrupted run)")
     args = ap.parse_args()
+    if args.ours_extra and not args.tag:
+        sys.exit("--ours-extra needs --tag, so that its logs do not replace those of the defaults")
     os.makedirs(OUT, exist_ok=True)
     for task in args.task or ["ti", "qzo"]:
         target, ours_flags, fo_flags = task_setup(task)
