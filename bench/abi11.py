@@ -45,6 +45,8 @@ CONFIGS = {
     # ||G||_* polar(G) is about min(rows, cols) times longer than G for a noise-dominated G.
     "polargrad-lr1e-4": (["--optimizer", "polargrad", "--lr", "1e-4"], 2),
     "lozo": (["--optimizer", "lozo"], 2),
+    # Shared per-row factors: p = u 1^T, every value of a matrix row moved by one z.
+    "lozo-rows": (["--optimizer", "lozo", "--opt", "row_shared=true"], 2),
     "hizoo": (["--optimizer", "hizoo"], 3),
     "hizoo-block64": (["--optimizer", "hizoo", "--opt", "block=64"], 3),
     # alpha 1e-8 (the default) leaves Sigma at 1 over a short run; 1e-3 lets it move.

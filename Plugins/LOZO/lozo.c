@@ -19,6 +19,9 @@
  * sqrt(r) gives every entry of p unit variance, as z has, so epsilon and the
  * learning rate mean what they mean for ZO-SGD. Nothing of a direction is stored:
  * U_j is regenerated from its seed with host->perturbation_fill, V from v_seed.
+ * With row_shared the directions are p_j = u_j 1^T, u_j (rows) = z(seed_j): every
+ * value of a row moves by one factor, a space of `rows` dimensions per matrix (for
+ * QZO, each output row's block scales scaled together), and V plays no part.
  * Groups of rank 1 (a new token's embedding) get the engine's own z and a ZO-SGD
  * step. Needs ABI 1.1's shapes (refused from a 1.0 create_info, naming the field).
  * A dense estimate from the engine (never given to a plugin with the hook by this
@@ -36,13 +39,15 @@ typedef struct lozo_config {
     const edge_opt_host *host;
     int64_t rank, period;
     double weight_decay;
+    bool row_shared;
     char message[200];
 } lozo_config;
 
 typedef struct lozo_instance {
     const edge_opt_host *host;
-    uint64_t rank, period;
+    uint64_t rank, period; /* rank 1 when row_shared */
     float weight_decay;
+    bool row_shared;
     uint32_t group_count;
     uint64_t *group_counts; /* (group_count) */
     uint64_t *rows, *cols;  /* (group_count); rows = 0 for a vector group */
@@ -102,6 +107,12 @@ static edge_opt_status set_weight_decay(void *config, double value, const char *
     return EDGE_OPT_OK;
 }
 
+static edge_opt_status set_row_shared(void *config, bool value, const char **message) {
+    (void)message;
+    ((lozo_config *)config)->row_shared = value;
+    return EDGE_OPT_OK;
+}
+
 static const edge_opt_option rank_option = {
     sizeof(edge_opt_option), EDGE_OPT_OPTION_VERSION, "rank",
     "rank r of each matrix group's perturbation U V^T (1 to 256)",
@@ -117,7 +128,12 @@ static const edge_opt_option weight_decay_option = {
     "weight decay lambda: theta -= eta * (g + lambda * theta) (0 = none)",
     EDGE_OPT_TYPE_DOUBLE, 0, EDGE_OPT_SETTER(set_weight_decay), 0, 0.0, NULL, 0, 0,
 };
-static const edge_opt_option *const options[] = {&rank_option, &period_option, &weight_decay_option};
+static const edge_opt_option row_shared_option = {
+    sizeof(edge_opt_option), EDGE_OPT_OPTION_VERSION, "row_shared",
+    "one factor per matrix row: p = u 1^T instead of U V^T (rank and period then unused)",
+    EDGE_OPT_TYPE_BOOL, 0, EDGE_OPT_SETTER(set_row_shared), 0, 0.0, NULL, 0, 0,
+};
+static const edge_opt_option *const options[] = {&rank_option, &period_option, &weight_decay_option, &row_shared_option};
 
 /* ---- config ----------------------------------------------------------------- */
 
@@ -128,6 +144,7 @@ static void *config_create(const edge_opt_host *host) {
     c->rank = 2;
     c->period = 50;
     c->weight_decay = 0.0;
+    c->row_shared = false;
     return c;
 }
 
@@ -169,7 +186,8 @@ static edge_opt_status create(const edge_opt_host *host, void *config, const edg
         return EDGE_OPT_ERROR_OUT_OF_MEMORY;
     }
     s->host = host;
-    s->rank = (uint64_t)c->rank;
+    s->row_shared = c->row_shared;
+    s->rank = c->row_shared ? 1 : (uint64_t)c->rank;
     s->period = (uint64_t)c->period;
     s->weight_decay = (float)c->weight_decay;
     s->group_count = info->group_count;
@@ -248,6 +266,12 @@ static edge_opt_status perturbation(void *instance, const edge_opt_perturbation_
     }
     const uint64_t rows = s->rows[g], cols = s->cols[g], r = s->rank;
     s->host->perturbation_fill(s->host, args->seed, g, 0, rows * r, s->u);
+    if (s->row_shared) {
+        for (uint64_t i = 0; i < rows; i++) {
+            for (uint64_t k = 0; k < cols; k++) out[i * cols + k] = s->u[i];
+        }
+        return EDGE_OPT_OK;
+    }
     s->host->perturbation_fill(s->host, s->v_seed, g, 0, cols * r, s->v);
     low_rank_product(s->u, s->v, rows, cols, r, 1.0f / sqrtf((float)r), out);
     return EDGE_OPT_OK;
@@ -283,6 +307,16 @@ static edge_opt_status step(void *instance, const edge_opt_step_args *a, const c
         memset(s->acc, 0, sizeof(float) * rows * r);
         for (uint32_t j = 0; j < a->direction_count; j++) {
             s->host->perturbation_add(s->host, a->seeds[j], g, 0, rows * r, a->derivatives[j] / n, NULL, s->acc);
+        }
+        if (s->row_shared) {
+            /* theta -= eta (acc 1^T + lambda theta) */
+            for (uint64_t i = 0; i < rows; i++) {
+                for (uint64_t k = 0; k < cols; k++) {
+                    const uint64_t idx = i * cols + k;
+                    theta[idx] -= eta * (s->acc[i] + s->weight_decay * theta[idx]);
+                }
+            }
+            continue;
         }
         s->host->perturbation_fill(s->host, s->v_seed, g, 0, cols * r, s->v);
         const float scale = 1.0f / sqrtf((float)r);

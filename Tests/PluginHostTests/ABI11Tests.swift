@@ -113,6 +113,28 @@ import ZerothOrder
         }
     }
 
+    /// lozo's row_shared: the matrix group's direction is u 1ᵀ with u = z(seed) over its
+    /// rows (every value of a row gets its row's z), and the step is θ − η d p.
+    @Test func rowSharedDirectionsGiveEachRowOneFactor() throws {
+        let objective = QuadraticObjective(layout: Self.layout)
+        let optimizer = try PluginHost.loadOptimizer(TestPlugins.shipped("lozo"), options: ["row_shared=true"], groups: Self.layout)
+        let trainer = try Trainer(objective: objective, optimizer: optimizer, settings: objective.settings, train: [objective.example])
+        let before = objective.snapshot()
+        let seed = Perturbation.directionSeed(runSeed: objective.settings.seed, step: 1, direction: 0)
+        var p = [Float](repeating: 0, count: 30)
+        try optimizer.perturbation(step: 1, seed: seed, direction: 0, group: 1, count: 30, into: &p)
+        for i in 0..<6 {
+            let u = Perturbation.value(seed: seed, group: 1, index: UInt64(i))
+            for k in 0..<5 { #expect(p[i * 5 + k] == u, "row \(i) column \(k)") }
+        }
+        let record = try trainer.runStep()
+        let d = record.derivatives[0], lr = objective.settings.learningRate
+        for i in 0..<30 {
+            let expected = before[1][i] - lr * d * p[i]
+            #expect(abs(objective.values[1][i] - expected) <= 1e-5 * max(1, abs(expected)), "index \(i)")
+        }
+    }
+
     /// A hook that fails, writes a non-finite value, too few or too many values: the step
     /// fails naming the plugin and the field, no loss is measured and θ is unchanged.
     @Test(arguments: [("HOOK_NAN", "wrote nan"), ("HOOK_SHORT", "wrote fewer than the 30 values"),
