@@ -72,8 +72,8 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "QZO: comma-separated name patterns (* wildcards) of the tensors whose block scales are trained.")
     var tensors: String = "blk.*"
 
-    @Option(name: .long, help: "QZO: directional-derivative clipping bound C; 0 turns clipping off.")
-    var ddc: Float = 100
+    @Option(name: .long, help: "Directional-derivative clipping bound C: each step's |d| is clipped to C; 0 turns clipping off (default: 100 when QZO trains, off for textual inversion alone).")
+    var ddc: Float?
 
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
@@ -183,7 +183,7 @@ struct Train: ParsableCommand {
             throw ValidationError(problem)
         }
         if let problem = PerturbationSubset.problem(perturbFraction) { throw ValidationError(problem) }
-        guard ddc >= 0, ddc.isFinite else { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
+        if let ddc, !(ddc >= 0 && ddc.isFinite) { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
             throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")
@@ -314,7 +314,7 @@ struct Train: ParsableCommand {
         o.settings.seed = seed
         o.settings.evalEvery = evalEvery
         o.settings.perturbFraction = perturbFraction
-        o.settings.clip = methods.contains("qzo") && ddc > 0 ? ddc : nil
+        o.settings.clip = effectiveDDC > 0 ? effectiveDDC : nil
         o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold, subspaceWarmup ?? subspacePeriod) }
         o.subspaceRank = subspaceRank
         o.teacher = teacher.map { ($0, teacherTopK) }
@@ -344,7 +344,7 @@ struct Train: ParsableCommand {
             var settings: [String: Any] = [
                 "method": method, "steps": steps, "batch": batch, "lr": perSet ? run.identity["lr"]! : Double(o.settings.learningRate),
                 "eps": perSet ? run.identity["eps"]! : Double(o.settings.epsilon), "seed": Int(seed), "directions": directions, "estimator": estimator,
-                "subspace": subspace == "embeddings" ? "embeddings \(run.subspaceRank ?? 0)" : subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(ddc),
+                "subspace": subspace == "embeddings" ? "embeddings \(run.subspaceRank ?? 0)" : subspace, "init_token": initToken, "tensors": tensors, "ddc": Double(effectiveDDC),
                 "data": data, "optimizer": run.optimizer.name, "optimizer_options": opt, "loss": loss, "teacher": teacher ?? "",
                 "step": step,
             ]
@@ -446,6 +446,9 @@ extension Train {
         let methods = method.split(separator: ",").map(String.init)
         return (methods.contains("qzo") ? [TrainedSet.qzo] : []) + (methods.contains("textual-inversion") ? [.textualInversion] : [])
     }
+
+    /// --ddc, or its default: QZO's C = 100 when QZO trains, no clipping for textual inversion alone.
+    var effectiveDDC: Float { ddc ?? (trainedSets.contains(.qzo) ? 100 : 0) }
 
     /// Measured on the benchmarks: QZO's 3.3 M scales take smaller steps than one token's 576
     /// values. Textual inversion's 0.75 and 1e-2 are the former absolute 1e-2 and 1e-3 on

@@ -173,6 +173,30 @@ import Testing
         #expect(qzo.status != 0 && qzo.stderr.contains("--share-prefix"), "\(qzo.stderr)")
     }
 
+    /// --ddc bounds textual inversion's directional derivatives too: step 1 (the same θ,
+    /// batch and z in both runs) logs the unclipped run's d cut to ±C, and no step's |d|
+    /// exceeds C. Without --ddc, textual inversion alone does not clip.
+    @Test func ddcClipsTextualInversionWhenAsked() throws {
+        let dir = makeTemporaryDirectory("ddc-ti")
+        func derivatives(_ path: String) throws -> [Float] {
+            try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").compactMap { line in
+                ((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["d"] as? [Double])?.first.map(Float.init)
+            }
+        }
+        let free = try train(["--steps", "4", "--log-json", dir + "/free.jsonl"], out: dir + "/free.gguf")
+        #expect(free.status == 0, "\(free.stderr)")
+        let d = try derivatives(dir + "/free.jsonl")
+        #expect(d.count == 4 && d[0] != 0, "\(d)")   // (--ddc 0 would mean no clipping)
+        let c = abs(d[0]) / 2
+        let clipped = try train(["--steps", "4", "--ddc", "\(c)", "--log-json", dir + "/clipped.jsonl"], out: dir + "/clipped.gguf")
+        #expect(clipped.status == 0, "\(clipped.stderr)")
+        let e = try derivatives(dir + "/clipped.jsonl")
+        #expect(e.count == 4 && e[0] == (d[0] < 0 ? -c : c), "\(d) \(e)")
+        #expect(e.allSatisfy { abs($0) <= c }, "\(e)")
+        let training = try GGUFFile(path: dir + "/free.gguf").metadata.string("edge_finetune.training") ?? ""
+        #expect(training.contains("\"ddc\":0"), "\(training)")
+    }
+
     /// A run killed with SIGKILL at a random step and resumed ends with the same adapter
     /// as an uninterrupted run; a damaged newest checkpoint is skipped with a warning.
     @Test func killedRunResumesToTheSameAdapter() throws {
