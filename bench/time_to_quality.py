@@ -14,8 +14,8 @@ Tasks:
   qzo  the reference model requantized Q4_1 -> Q4_0, block scales trained on
        examples/qzo: the gap is the Q4_0 held-out NLL minus the Q4_1 one.
 
-Forward passes: ours counts its points (two-sided SPSA: 2 forward passes of the batch a
-step); the first-order step counts as 3 (a forward and a backward, the backward counted as
+Forward passes: ours counts its points (two-sided SPSA: 2q forward passes of the batch a
+step with --directions q, one-sided q + 1, read from --ours-extra); the first-order step counts as 3 (a forward and a backward, the backward counted as
 two forward passes, the usual estimate). Wall time is the training steps' own time,
 evaluations included on both sides (each side's log times its steps with their evaluations;
 model loading is left out). The machine is shared: name the CPU and load with every figure.
@@ -102,9 +102,17 @@ def reach(curve, start, target, fraction):
     return None
 
 
-def summarize(results, ours, ours_peak, fo, fo_peak, target):
+def ours_passes(extra):
+    """Forward passes of the batch in one of our steps: 2q two-sided, q + 1 one-sided."""
+    flags = extra.split()
+    value = lambda name, default: flags[flags.index(name) + 1] if name in flags else default
+    q = int(value("--directions", "1"))
+    return q + 1 if value("--estimator", "two-sided") == "one-sided" else 2 * q
+
+
+def summarize(results, ours, ours_peak, fo, fo_peak, target, passes_per_step=2):
     start = ours[0][2]
-    for side, curve, peak, passes in (("ours", ours, ours_peak, 2), ("first-order", fo, fo_peak, 3)):
+    for side, curve, peak, passes in (("ours", ours, ours_peak, passes_per_step), ("first-order", fo, fo_peak, 3)):
         r50, r90 = reach(curve, start, target, 0.5), reach(curve, start, target, 0.9)
         results[side].append({"t50": r50 and r50[1], "t90": r90 and r90[1],
                               "f50": r50 and r50[0] * passes, "f90": r90 and r90[0] * passes,
@@ -151,7 +159,7 @@ def main():
             if args.from_logs:
                 ours, ours_peak = curve_ours([json.loads(l) for l in open(ours_log + ".jsonl")])
                 fo, fo_peak = curve_fo([json.loads(l) for l in open(prefix + "-fo.jsonl")])
-                summarize(results, ours, ours_peak, fo, fo_peak, target)
+                summarize(results, ours, ours_peak, fo, fo_peak, target, ours_passes(args.ours_extra))
                 continue
             # Alternately: ours, then the reference, for each seed.
             cmd = [BIN, "train"] + ours_flags + ["--steps", str(args.ours_steps), "--eval-every", str(args.eval_every),
@@ -171,7 +179,7 @@ def main():
                 print("running:", " ".join(cmd), file=sys.stderr)
                 run(cmd)
             fo, fo_peak = curve_fo([json.loads(l) for l in open(prefix + "-fo.jsonl")])
-            summarize(results, ours, ours_peak, fo, fo_peak, target)
+            summarize(results, ours, ours_peak, fo, fo_peak, target, ours_passes(args.ours_extra))
         steps = lambda side: "/".join(str(r["steps"]) for r in results[side])
         print(f"\n{task}: target held-out NLL {target:.4f}; seeds {args.seeds}; ours {steps('ours')} steps, "
               f"first-order {steps('first-order')} steps")
