@@ -161,15 +161,21 @@ def main():
 
 
 def report(task):
-    """A markdown table of every finished run under runs/abi11/<task>/ (any tag)."""
+    """A markdown table of every finished run under runs/abi11/<task>/ (any tag).
+
+    "vs zo-sgd" divides a run's seconds by those of the ZO-SGD runs made in the same
+    directory (the same invocation, so under the same load); a configuration with a run that
+    has no ZO-SGD beside it gets "–" there.
+    """
     import glob
     rows = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "runs", "abi11", task, "**", "*.summary.json"), recursive=True)):
         name, seed = os.path.basename(path).removesuffix(".summary.json").rsplit("-s", 1)
-        rows.setdefault(name, []).append((int(seed), json.load(open(path))))
-    ref = rows.get("zo-sgd")
-    ref_sps = sum(r["s_per_step"] for _, r in ref) / len(ref) if ref else None  # 2 passes a step
-    marks = sorted({int(m) for v in rows.values() for _, r in v for m in r["curve"] if int(m) > 0})
+        rows.setdefault(name, []).append((int(seed), json.load(open(path)), os.path.dirname(path)))
+    ref = {}
+    for _, r, where in rows.get("zo-sgd", []):
+        ref.setdefault(where, []).append(r["s_per_step"])  # 2 passes a step
+    marks = sorted({int(m) for v in rows.values() for _, r, _ in v for m in r["curve"] if int(m) > 0})
     print("| config | seeds | " + " | ".join(f"gap closed @{m}" for m in marks) + " | s per 2 passes | vs zo-sgd | plugin memory |")
     print("| --- | --- | " + " | ".join("---:" for _ in marks) + " | ---: | ---: | ---: |")
     order = [n for n in CONFIGS if n in rows]
@@ -177,13 +183,19 @@ def report(task):
         v = sorted(rows[name], key=lambda x: x[0])
         cells = []
         for m in marks:
-            xs = [r["curve"].get(str(m)) for _, r in v]
+            xs = [r["curve"].get(str(m)) for _, r, _ in v]
             cells.append(" / ".join(f"{x:.1%}" if x is not None else "–" for x in xs))
         # Seconds per 2 forward passes' worth of step (hizoo's steps make 3).
-        sps = sum(r["s_per_step"] for _, r in v) / len(v) * 2 / CONFIGS[name][1]
-        ratio = f"{sps / ref_sps:.2f}" if ref_sps else "–"
-        print(f"| {name} | {','.join(str(s) for s, _ in v)} | " + " | ".join(cells)
+        per_run = [r["s_per_step"] * 2 / CONFIGS[name][1] for _, r, _ in v]
+        sps = sum(per_run) / len(per_run)
+        if all(where in ref for _, _, where in v):
+            ratios = [x / (sum(ref[where]) / len(ref[where])) for x, (_, _, where) in zip(per_run, v)]
+            ratio = f"{sum(ratios) / len(ratios):.2f}"
+        else:
+            ratio = "–"
+        print(f"| {name} | {','.join(str(s) for s, _, _ in v)} | " + " | ".join(cells)
               + f" | {sps:.2f} | {ratio} | {v[0][1]['memory']} B |")
+    print("\n(vs zo-sgd: against the ZO-SGD runs of the same invocation only; – where a run had none beside it.)")
 
 
 if __name__ == "__main__":
