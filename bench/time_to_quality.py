@@ -15,8 +15,9 @@ Tasks:
        examples/qzo: the gap is the Q4_0 held-out NLL minus the Q4_1 one.
 
 Forward passes: ours counts its points (two-sided SPSA: 2q forward passes of the batch a
-step with --directions q, one-sided q + 1, read from --ours-extra); the first-order step counts as 3 (a forward and a backward, the backward counted as
-two forward passes, the usual estimate). Wall time is the training steps' own time,
+step with --directions q, one-sided q + 1, read from --ours-extra; a plugin that also asks
+for L(theta) is not counted); the first-order step counts as 3 (a forward and a backward,
+the backward counted as two forward passes, the usual estimate). Wall time is the training steps' own time,
 evaluations included on both sides (each side's log times its steps with their evaluations;
 model loading is left out). The machine is shared: name the CPU and load with every figure.
 
@@ -104,13 +105,13 @@ def reach(curve, start, target, fraction):
 
 def ours_passes(extra):
     """Forward passes of the batch in one of our steps: 2q two-sided, q + 1 one-sided."""
-    flags = extra.split()
+    flags = [part for flag in extra.split() for part in flag.split("=", 1)]
     value = lambda name, default: flags[flags.index(name) + 1] if name in flags else default
     q = int(value("--directions", "1"))
     return q + 1 if value("--estimator", "two-sided") == "one-sided" else 2 * q
 
 
-def summarize(results, ours, ours_peak, fo, fo_peak, target, passes_per_step=2):
+def summarize(results, ours, ours_peak, fo, fo_peak, target, passes_per_step):
     start = ours[0][2]
     for side, curve, peak, passes in (("ours", ours, ours_peak, passes_per_step), ("first-order", fo, fo_peak, 3)):
         r50, r90 = reach(curve, start, target, 0.5), reach(curve, start, target, 0.9)
