@@ -75,6 +75,9 @@ struct Train: ParsableCommand {
     @Option(name: .long, help: "Directional-derivative clipping bound C: each step's |d| is clipped to C; 0 turns clipping off (default: 100 when QZO trains, off for textual inversion alone).")
     var ddc: Float?
 
+    @Option(name: .long, help: "Trust region: no step moves a trained group (a new token's row, a tensor's scales) by more than this fraction of its norm; a longer update is scaled onto that radius. 0: unbounded (default).")
+    var maxUpdate: Double = 0
+
     @Flag(name: .long, help: "QZO: also train Q4_1 blocks' offsets m.")
     var trainOffsets = false
 
@@ -184,6 +187,7 @@ struct Train: ParsableCommand {
         }
         if let problem = PerturbationSubset.problem(perturbFraction) { throw ValidationError(problem) }
         if let ddc, !(ddc >= 0 && ddc.isFinite) { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
+        if !(maxUpdate >= 0 && maxUpdate.isFinite) { throw ValidationError("--max-update must be 0 (unbounded) or a positive fraction of a group's norm (got \(maxUpdate))") }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
             throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")
@@ -314,6 +318,7 @@ struct Train: ParsableCommand {
         o.settings.seed = seed
         o.settings.evalEvery = evalEvery
         o.settings.perturbFraction = perturbFraction
+        o.settings.maxUpdate = maxUpdate
         o.settings.clip = effectiveDDC > 0 ? effectiveDDC : nil
         o.subspace = SubspaceGradient.Mode(rawValue: subspace).map { ($0, subspacePeriod, subspaceThreshold, subspaceWarmup ?? subspacePeriod) }
         o.subspaceRank = subspaceRank
@@ -351,6 +356,7 @@ struct Train: ParsableCommand {
             if sharePrefix { settings["share_prefix"] = true }
             if let heldOut { settings["held_out_nll"] = heldOut }
             if perturbFraction != 1 { settings["perturb_fraction"] = perturbFraction }
+            if maxUpdate != 0 { settings["max_update"] = maxUpdate }
             if !o.settings.schedule.isConstant {
                 settings["lr_schedule"] = lrSchedule
                 settings["warmup"] = warmup

@@ -74,6 +74,7 @@ final class JSONLog {
         var object: [String: Any] = ["step": r.step, "loss": r.loss, "d": r.derivatives.map(Double.init),
                                      "lr": Double(r.learningRate), "seconds": r.seconds, "peak_rss": peakRSS()]
         if !setRates.isEmpty { object["lr_sets"] = setRates }
+        if r.boundedGroups > 0 { object["bounded"] = r.boundedGroups }
         if let e = r.evalLoss { object["eval_nll"] = e }
         try append(jsonText(object))
     }

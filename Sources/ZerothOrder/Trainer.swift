@@ -44,6 +44,10 @@ public struct TrainingSettings: Sendable {
     /// The fraction of the trained tensors each direction perturbs (`PerturbationSubset`);
     /// 1: all of them, the dense z.
     public var perturbFraction = 1.0
+    /// A trust region: no step moves a group by more than this fraction of the group's norm
+    /// before the step (a larger update is scaled down onto that radius, its direction kept);
+    /// 0: unbounded. Unlike the derivative bound `clip`, it means the same on every file.
+    public var maxUpdate = 0.0
 
     public init() {}
 
@@ -86,6 +90,8 @@ public struct StepRecord: Sendable {
     public var rateFactor: Double = 1
     /// The learning rate of this step: the schedule's value of `TrainingSettings.learningRate`.
     public var learningRate: Float = 0
+    /// Groups whose update `TrainingSettings.maxUpdate` scaled down at this step.
+    public var boundedGroups = 0
 }
 
 public final class Trainer {
@@ -115,6 +121,9 @@ public final class Trainer {
             throw .invalidSetting("epsilon must be positive and the learning rate finite")
         }
         if let problem = settings.schedule.problem { throw .invalidSetting(problem) }
+        guard settings.maxUpdate >= 0, settings.maxUpdate.isFinite else {
+            throw .invalidSetting("--max-update must be 0 (unbounded) or a positive fraction of a group's norm (got \(settings.maxUpdate))")
+        }
         let count = objective.parameters.groups.count
         for (name, values) in [("learning rates", settings.groupLearningRates), ("epsilons", settings.groupEpsilons)] {
             guard let values else { continue }
@@ -355,6 +364,7 @@ public final class Trainer {
             restore(groups, from: backup)
             throw .optimizer(error)
         }
+        let bounded = settings.maxUpdate > 0 ? boundUpdates(groups, from: backup) : 0
         objective.parameters.constrain()
         for group in groups where !(0..<group.count).allSatisfy({ group.values[$0].isFinite }) {
             restore(groups, from: backup)
@@ -365,6 +375,7 @@ public final class Trainer {
 
         var record = StepRecord(step: s, loss: meanLoss, derivatives: directions.map(\.derivative), evalLoss: nil,
                                 seconds: 0, rateFactor: rateFactor, learningRate: rate)
+        record.boundedGroups = bounded
         if let evaluate, settings.evalEvery > 0, s % settings.evalEvery == 0 || s == settings.steps {
             record.evalLoss = try evaluate()
         }
@@ -377,6 +388,31 @@ public final class Trainer {
     private func clipped(_ d: Float) -> Float {
         guard let c = settings.clip else { return d }
         return min(max(d, -c), c)
+    }
+
+    /// Scales each group's update θ − θ₀ down to `maxUpdate`·‖θ₀‖ where it is longer, keeping
+    /// its direction; returns how many groups it scaled. A group at 0 has no radius and is
+    /// left as the optimizer moved it. (An optimizer's own state, such as momentum, keeps the
+    /// update it computed.)
+    private func boundUpdates(_ groups: [ParameterGroup], from backup: [[Float]]) -> Int {
+        var bounded = 0
+        for (g, group) in groups.enumerated() {
+            var norm = 0.0, moved = 0.0
+            for i in 0..<group.count {
+                let before = Double(backup[g][i]), delta = Double(group.values[i]) - before
+                norm += before * before
+                moved += delta * delta
+            }
+            let radius = settings.maxUpdate * norm.squareRoot()
+            guard radius > 0, moved.squareRoot() > radius else { continue }
+            let f = radius / moved.squareRoot()
+            for i in 0..<group.count {
+                let before = Double(backup[g][i])
+                group.values[i] = Float(before + (Double(group.values[i]) - before) * f)
+            }
+            bounded += 1
+        }
+        return bounded
     }
 
     private func restore(_ groups: [ParameterGroup], from backup: [[Float]]) {

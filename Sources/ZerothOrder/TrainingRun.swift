@@ -384,6 +384,7 @@ public final class TrainingRun {
         }
         if !s.schedule.isConstant { identity["lr_schedule"] = s.schedule.identity }
         if s.perturbFraction != 1 { identity["perturb_fraction"] = "\(s.perturbFraction)" }
+        if s.maxUpdate != 0 { identity["max_update"] = "\(s.maxUpdate)" }
         identity.merge(o.extraIdentity) { $1 }
         self.identity = identity
         let run = TrainingRun.runDigest(identity)

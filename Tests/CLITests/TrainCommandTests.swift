@@ -197,6 +197,22 @@ import Testing
         #expect(training.contains("\"ddc\":0"), "\(training)")
     }
 
+    /// `--max-update` reaches the run: a rate that would throw the row far is bounded at every
+    /// step (the log says so), the adapter records the bound, and a bad value is refused.
+    @Test func maxUpdateBoundsEveryLongStep() throws {
+        let dir = makeTemporaryDirectory("max-update")
+        let r = try train(["--steps", "3", "--lr", "50", "--max-update", "0.1", "--log-json", dir + "/log.jsonl"], out: dir + "/a.gguf")
+        #expect(r.status == 0, "\(r.stderr)")
+        let steps = try String(contentsOfFile: dir + "/log.jsonl", encoding: .utf8).split(separator: "\n")
+            .compactMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["d"] != nil }
+        #expect(steps.count == 3 && steps.allSatisfy { $0["bounded"] as? Int == 1 }, "\(steps)")
+        let training = try GGUFFile(path: dir + "/a.gguf").metadata.string("edge_finetune.training") ?? ""
+        #expect(training.contains("\"max_update\":0.1"), "\(training)")
+        let bad = try train(["--max-update", "-1"], out: dir + "/b.gguf")
+        #expect(bad.status != 0 && bad.stderr.contains("--max-update") && !FileManager.default.fileExists(atPath: dir + "/b.gguf"), "\(bad.stderr)")
+    }
+
     /// A run killed with SIGKILL at a random step and resumed ends with the same adapter
     /// as an uninterrupted run; a damaged newest checkpoint is skipped with a warning.
     @Test func killedRunResumesToTheSameAdapter() throws {
