@@ -22,7 +22,7 @@ evaluations included on both sides (each side's log times its steps with their e
 model loading is left out). The machine is shared: name the CPU and load with every figure.
 
     python3 bench/time_to_quality.py [--task ti --task qzo] [--seeds 0 1 2]
-        [--ours-steps 300] [--fo-steps 50] [--eval-every 10] [--fo-lr 0.3]
+        [--ours-steps 300] [--fo-steps 50] [--eval-every 10] [--fo-eval-every 2] [--fo-lr 0.3]
         [--ours-extra=--share-prefix --tag share] [--reuse-fo]
 
 --ours-extra adds train flags to our side (its logs then go under --tag); --reuse-fo takes
@@ -140,6 +140,7 @@ def main():
     ap.add_argument("--ours-steps", type=int, default=300)
     ap.add_argument("--fo-steps", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--fo-eval-every", type=int, help="the first-order side's evaluation period (default: --eval-every, at most 2)")
     ap.add_argument("--fo-lr", type=float, help="first-order Adam learning rate (default: first_order.py's)")
     ap.add_argument("--ours-extra", default="", help="more train flags for our side, space-separated (--ours-extra=--share-prefix)")
     ap.add_argument("--tag", default="", help="a name in our side's log files (for runs with --ours-extra)")
@@ -170,7 +171,7 @@ def main():
             run(cmd)
             ours, ours_peak = curve_ours([json.loads(l) for l in open(ours_log + ".jsonl")])
             cmd = [sys.executable, FO] + fo_flags + ["--method", "adam", "--steps", str(args.fo_steps),
-                                                    "--eval-every", str(min(args.eval_every, 2)), "--seed", str(seed),
+                                                    "--eval-every", str(args.fo_eval_every or min(args.eval_every, 2)), "--seed", str(seed),
                                                     "--log-json", prefix + "-fo.jsonl"]
             if args.fo_lr:
                 cmd += ["--lr", str(args.fo_lr)]
