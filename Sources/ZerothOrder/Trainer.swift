@@ -46,7 +46,8 @@ public struct TrainingSettings: Sendable {
     public var perturbFraction = 1.0
     /// A trust region: no step moves a group by more than this fraction of the group's norm
     /// before the step (a larger update is scaled down onto that radius, its direction kept);
-    /// 0: unbounded. Unlike the derivative bound `clip`, it means the same on every file.
+    /// 0: unbounded. Unlike the derivative bound `clip`, it is in units of the group's own
+    /// norm, whatever the rate, the optimizer or the file.
     public var maxUpdate = 0.0
 
     public init() {}
