@@ -33,6 +33,7 @@ EX = os.path.join(ROOT, "examples", "paris")
 CONFIGS = {
     "spsa": [],                                   # the defaults: two-sided SPSA, ZO-SGD, lr 0.75, eps 1e-2 (units of the init row's RMS)
     "spsa-lr0.25": ["--lr", "0.25"],
+    "spsa-mu0.5": ["--max-update", "0.5"],          # the defaults, no step moving the row by more than half its norm
     "subspace-project": ["--subspace", "project"],  # ZOODiP: project the estimate (tau 128, nu 1e-3)
     "subspace-perturb": ["--subspace", "perturb"],  # perturb inside the kept subspace
     # perturb along the top r principal directions of token_embd's rows (docs/notes/embedding-subspace.md)
