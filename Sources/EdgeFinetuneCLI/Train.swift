@@ -187,7 +187,7 @@ struct Train: ParsableCommand {
         }
         if let problem = PerturbationSubset.problem(perturbFraction) { throw ValidationError(problem) }
         if let ddc, !(ddc >= 0 && ddc.isFinite) { throw ValidationError("--ddc must be 0 (off) or a positive bound (got \(ddc))") }
-        if !(maxUpdate >= 0 && maxUpdate.isFinite) { throw ValidationError("--max-update must be 0 (unbounded) or a positive fraction of a group's norm (got \(maxUpdate))") }
+        if let problem = TrainingSettings.maxUpdateProblem(maxUpdate) { throw ValidationError(problem) }
         guard evalFraction >= 0, evalFraction < 1 else { throw ValidationError("--eval-fraction must be in [0, 1) (got \(evalFraction))") }
         guard EstimatorKind(rawValue: estimator) != nil else {
             throw ValidationError("--estimator must be two-sided or one-sided (got \(estimator))")

@@ -52,6 +52,11 @@ public struct TrainingSettings: Sendable {
 
     public init() {}
 
+    /// What is wrong with `maxUpdate` = `value`, if anything (one line naming the flag).
+    public static func maxUpdateProblem(_ value: Double) -> String? {
+        value >= 0 && value.isFinite ? nil : "--max-update must be 0 (unbounded) or a positive fraction of a group's norm (got \(value))"
+    }
+
     /// The schedule the rates follow.
     public var schedule: LearningRateSchedule {
         LearningRateSchedule(kind: lrSchedule, warmup: warmup, minRatio: lrMinRatio, totalSteps: steps)
@@ -122,9 +127,7 @@ public final class Trainer {
             throw .invalidSetting("epsilon must be positive and the learning rate finite")
         }
         if let problem = settings.schedule.problem { throw .invalidSetting(problem) }
-        guard settings.maxUpdate >= 0, settings.maxUpdate.isFinite else {
-            throw .invalidSetting("--max-update must be 0 (unbounded) or a positive fraction of a group's norm (got \(settings.maxUpdate))")
-        }
+        if let problem = TrainingSettings.maxUpdateProblem(settings.maxUpdate) { throw .invalidSetting(problem) }
         let count = objective.parameters.groups.count
         for (name, values) in [("learning rates", settings.groupLearningRates), ("epsilons", settings.groupEpsilons)] {
             guard let values else { continue }
